@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test` (see README.md).
+PY      := .venv/bin/python
+DATA    := data/shapes.npz
+DEMO    := runs/demo
+SWEEP   ?= runs/demo
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test test-fast bench stress figures lint format clean
+
+setup:
+	@bash scripts/setup.sh
+
+$(DATA): | setup
+	$(PY) blender/render_shapes.py --out $(DATA)
+
+## demo: render the shapes, a sample sheet, a 3-β demo sweep and its report (≈15 min on 2 cores)
+demo: setup
+	$(PY) blender/render_shapes.py --out $(DATA)
+	$(PY) dataset.py sheet --data $(DATA) --out img/samples.png
+	$(PY) training.py sweep --preset demo --betas 1 8 32 --seeds 0 --out $(DEMO)
+	$(PY) latentSpace.py report $(DEMO) --protocol quick
+
+## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability)
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+## bench: performance figures, written to BENCHMARKS.md
+bench: setup
+	$(PY) bench/run_all.py --out BENCHMARKS.md
+
+## stress: the heavy fault-injection variants (10 kill points)
+stress: setup
+	STRESS=1 $(PY) -m pytest -q tests/reliability
+
+## figures: README figures in img/ from a sweep directory (SWEEP=runs/NAME)
+figures: setup
+	$(PY) latentSpace.py figures $(SWEEP) --out img
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine with Python 3.11:
+#   1. the shared libraries that the PyPI `bpy` wheel needs to import headless (see DESIGN.md),
+#   2. a .venv with the exact versions pinned in requirements.txt.
+# `make demo`, `make test` and `make bench` all call this first; a second call is a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libice6 libxext6 libgl1 libegl1"
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  echo "[setup] installing apt libraries for bpy:$missing"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+stamp=.venv/.requirements.sha
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+  exit 0
+fi
+echo "[setup] creating .venv from requirements.txt (first run downloads ~1.5 GB: bpy, tensorflow-cpu, ray)"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+echo "$want" > "$stamp"
+echo "[setup] .venv ready"
