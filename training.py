@@ -1,0 +1,468 @@
+"""Train one spatial-broadcast β-VAE, or a β × seed sweep, into resumable run directories.
+
+    python training.py train --preset demo --beta 4 --seed 0 --out runs/b4 [--steps 200 ...]
+    python training.py sweep --preset demo --betas 1 4 16 --seeds 0 1 --out runs/sweep
+
+Every ``TrainConfig`` field can be overridden with ``--<field> value``. Re-running the same command
+on an existing run directory resumes from its last checkpoint (weights, Adam state, step counter,
+sampling RNG and data position); ``--fresh`` starts over. The training loop is ``keras.Model.fit``
+with one Keras "epoch" per ``log_every`` steps, so the ``keras.metrics.Mean`` trackers average
+exactly one logging interval; the callbacks below write history, checkpoints, frames and the GIF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+import rundir
+
+# β grid of the paper preset (128² Bernoulli pixels): a log grid from 1 to 256 plus the seed's β=102.
+PAPER_BETAS = (1, 4, 16, 64, 102, 256)
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a run; written to ``<run>/config.json`` before step 1."""
+
+    # data (dataset.ShapesDataset)
+    data_path: str = "data/shapes.npz"
+    image_size: int = 128
+    scale_range: tuple[float, float] = (0.35, 0.7)
+    pos_range: tuple[float, float] = (-0.2, 0.2)
+    # model (variationAutoEncoder.BetaVAE)
+    latent_dim: int = 10
+    decoder: str = "sbd"  # "sbd" | "deconv"
+    channels: int = 64
+    hidden: int = 256
+    likelihood: str = "bernoulli"  # "bernoulli" | "gaussian"
+    gaussian_sigma: float = 0.1
+    # objective: Higgins β-VAE, or Burgess capacity γ·|KL − C(t)|
+    objective: str = "beta"  # "beta" | "capacity"
+    beta: float = 1.0
+    gamma: float = 1000.0
+    capacity_max: float = 25.0
+    capacity_steps: int = 100000
+    # optimisation
+    lr: float = 3e-4
+    batch_size: int = 16
+    steps: int = 100000
+    seed: int = 0
+    precision: str = "float32"  # "float32" | "mixed_bfloat16" | "mixed_float16" (GPU)
+    distribute: str = "auto"  # "auto": MirroredStrategy if >1 GPU | "off" | "mirrored"
+    # logging, checkpoints, frames (steps)
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    frame_every: int = 1000
+    frame_images: int = 8
+    preset: str = "paper"
+
+    def validate(self) -> TrainConfig:
+        from variationAutoEncoder import DECODERS, LIKELIHOODS, OBJECTIVES, check_image_size
+
+        check_image_size(self.image_size)
+        problems = []
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            problems.append(f"--beta {self.beta}: β must be a finite number ≥ 0")
+        for name, allowed in [
+            ("decoder", DECODERS),
+            ("likelihood", LIKELIHOODS),
+            ("objective", OBJECTIVES),
+            ("precision", ("float32", "mixed_bfloat16", "mixed_float16")),
+            ("distribute", ("auto", "off", "mirrored")),
+        ]:
+            if getattr(self, name) not in allowed:
+                problems.append(f"--{name} {getattr(self, name)!r}: choose one of {allowed}")
+        for name in (
+            "steps",
+            "batch_size",
+            "latent_dim",
+            "channels",
+            "log_every",
+            "keep_checkpoints",
+        ):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name} {getattr(self, name)}: must be > 0")
+        if not self.lr > 0:
+            problems.append(f"--lr {self.lr}: must be > 0")
+        if self.steps % self.log_every:
+            problems.append(
+                f"--steps {self.steps} must be a multiple of --log_every {self.log_every}"
+            )
+        for name in ("checkpoint_every", "frame_every"):
+            if getattr(self, name) <= 0 or getattr(self, name) % self.log_every:
+                problems.append(
+                    f"--{name} {getattr(self, name)} must be a positive multiple of --log_every {self.log_every}"
+                )
+        if problems:
+            raise ValueError("invalid training config:\n  " + "\n  ".join(problems))
+        return self
+
+
+PRESETS = {
+    # Watters et al. 2019 defaults at 128²: 10 latents, 64-channel convs, Adam 3e-4.
+    "paper": TrainConfig(),
+    # make demo: three β at 32² in ≈ 3 min each on 2 CPU cores; reconstructions follow position/size.
+    "demo": TrainConfig(
+        image_size=32, channels=32, batch_size=32, steps=2000, log_every=50,
+        checkpoint_every=250, frame_every=100, preset="demo",
+    ),
+    # CI: seconds per run.
+    "test": TrainConfig(
+        image_size=32, latent_dim=6, channels=16, hidden=64, batch_size=16, steps=100, log_every=10,
+        checkpoint_every=20, frame_every=20, keep_checkpoints=2, frame_images=4, preset="test",
+    ),
+}  # fmt: skip
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} (--preset).")
+    return replace(PRESETS[name], preset=name, **overrides).validate()
+
+
+def default_betas(image_size: int) -> list[float]:
+    """The paper grid rescaled so β_norm = β·M/N matches the 128² grid at another image size."""
+    k = (image_size / 128.0) ** 2
+    return sorted({round(max(b * k, 0.25), 3) for b in PAPER_BETAS} | {1.0})
+
+
+# ----------------------------------------------------------------------------- building blocks
+def make_strategy(cfg: TrainConfig):
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if cfg.distribute == "mirrored" or (cfg.distribute == "auto" and len(gpus) > 1):
+        # On CPU-only machines MirroredStrategy() has one replica: the CPU.
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_model(cfg: TrainConfig, strategy=None):
+    """A compiled BetaVAE for ``cfg`` (under ``strategy``'s scope and ``cfg.precision``)."""
+    import keras
+
+    from variationAutoEncoder import BetaVAE
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.precision)
+    try:
+        keras.utils.set_random_seed(cfg.seed)  # weight init and the Sampling seed generator
+        scope = strategy.scope() if strategy is not None else _null()
+        with scope:
+            model = BetaVAE(
+                image_size=cfg.image_size, latent_dim=cfg.latent_dim, decoder=cfg.decoder,
+                channels=cfg.channels, hidden=cfg.hidden, beta=cfg.beta, objective=cfg.objective,
+                gamma=cfg.gamma, capacity_max=cfg.capacity_max, capacity_steps=cfg.capacity_steps,
+                likelihood=cfg.likelihood, gaussian_sigma=cfg.gaussian_sigma, seed=cfg.seed,
+            )  # fmt: skip
+            model.build()
+            model.compile(optimizer=keras.optimizers.Adam(cfg.lr), jit_compile=False)
+            model.optimizer.build(model.trainable_variables)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def make_dataset(cfg: TrainConfig):
+    from dataset import ShapesDataset
+
+    return ShapesDataset(
+        cfg.data_path, image_size=cfg.image_size, scale_range=tuple(cfg.scale_range),
+        pos_range=tuple(cfg.pos_range),
+    )  # fmt: skip
+
+
+NonFiniteLoss = rundir.NonFiniteLoss
+
+
+# ----------------------------------------------------------------------------- one run
+def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> dict:
+    """Trains (or resumes) one run into ``out``; returns the summary dict.
+
+    ``stop_at`` ends this call early at that step (a multiple of ``log_every``), checkpointing
+    first, as if the process had been interrupted there; re-running resumes. Tests use it.
+    """
+    import keras
+    import tensorflow as tf
+
+    cfg = cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with rundir.RunLock(out):
+        if fresh:
+            for name in ("checkpoints", "frames", "tb", "history.csv", "training.gif",
+                         "model.keras", "summary.json", "metrics.json", "config.json"):  # fmt: skip
+                p = out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        _check_or_write_config(cfg, out)
+
+        data = make_dataset(cfg)
+        strategy = make_strategy(cfg)
+        model = build_model(cfg, strategy)
+        meta = rundir.restore_latest(out, model)
+        start = int(meta["step"]) if meta else 0
+        if start >= cfg.steps and (out / "summary.json").exists():
+            summary = rundir.read_json(out / "summary.json", "run summary")
+            if progress:
+                print(f"[train] {out}: already finished at step {start}; nothing to do.")
+            return summary
+        # Forget anything logged after the checkpoint we resume from: no duplicated steps.
+        history = [r for r in rundir.read_history(out) if r["step"] <= start]
+        rundir.write_history(out, history)
+
+        end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+        ds = data.tf_dataset(cfg.batch_size, seed=cfg.seed, start=start)
+        import callbacks as cb  # imports keras: kept out of module import time
+
+        fixed = data.images_from_factors(
+            data.sample_factors(cfg.frame_images, np.random.RandomState(1234))
+        )  # (F, S, S, 1): the same images in every frame of the GIF
+        callbacks = [
+            cb.NaNGuard(out, cfg),
+            cb.History(out, cfg, start, history),
+            cb.Frames(out, cfg, fixed, start),
+            cb.Checkpoint(out, cfg, start, end),
+        ]
+        if progress:
+            callbacks.append(cb.Progress(cfg, start, end))
+        t0 = time.time()
+        if end > start:
+            model.fit(
+                ds,
+                initial_epoch=start // cfg.log_every,
+                epochs=end // cfg.log_every,
+                steps_per_epoch=cfg.log_every,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        elapsed = time.time() - t0
+        if end < cfg.steps:
+            return {"status": "interrupted", "step": end}
+
+        model_path = out / "model.keras"
+        with rundir.atomic_path(model_path, suffix=".keras") as tmp:
+            model.save(tmp)
+        history = rundir.read_history(out)
+        last = history[-1] if history else {}
+        kls = [last.get(f"kl_{i}", 0.0) for i in range(cfg.latent_dim)]
+        summary = {
+            "status": "done",
+            "step": cfg.steps,
+            "beta": cfg.beta,
+            "beta_norm": cfg.beta * cfg.latent_dim / cfg.image_size**2,
+            "seed": cfg.seed,
+            "loss": last.get("loss"),
+            "recon": last.get("recon"),
+            "kl": last.get("kl"),
+            "active_units": int(sum(k > 0.01 for k in kls)),
+            "img_per_s": (end - start) * cfg.batch_size / elapsed if end > start else None,
+            "train_seconds": elapsed,
+            "devices": strategy.num_replicas_in_sync,
+            "tf": tf.__version__,
+            "keras": keras.__version__,
+        }
+        rundir.write_json(out / "summary.json", summary)
+        if progress:
+            print(
+                f"[train] done {out}: β={cfg.beta:g} seed={cfg.seed} step={cfg.steps} "
+                f"loss={summary['loss']:.2f} recon={summary['recon']:.2f} kl={summary['kl']:.2f} "
+                f"active={summary['active_units']}/{cfg.latent_dim} "
+                f"{summary['img_per_s'] or 0:.0f} img/s in {elapsed:.0f}s"
+            )
+        return summary
+
+
+def _check_or_write_config(cfg: TrainConfig, out: Path) -> None:
+    """config.json is written before step 1; a resume with another config is refused."""
+    path = out / "config.json"
+    new = asdict(cfg)
+    if path.exists():
+        old = rundir.read_json(path, "run config", "fix it, or pass --fresh to start the run over")
+        # Extending a run (a larger --steps) is a resume, not a new experiment.
+        diff = rundir.config_diff(old, new, ignore=("steps",))
+        if diff:
+            raise rundir.RunDirError(
+                f"{out} was started with another config:\n"
+                + "\n".join(diff)
+                + f"\nRe-run with the original values, use another --out, or pass --fresh to discard {out}."
+            )
+    rundir.write_json(path, new)
+
+
+def load_config(run_dir) -> TrainConfig:
+    """The TrainConfig stored in ``<run_dir>/config.json``."""
+    raw = rundir.read_json(Path(run_dir) / "config.json", "run config", "re-run training.py train")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise rundir.RunDirError(f"{run_dir}/config.json has unknown fields {unknown}.")
+    for key in ("scale_range", "pos_range"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    return TrainConfig(**raw)
+
+
+# ----------------------------------------------------------------------------- sweeps
+def run_name(beta: float, seed: int) -> str:
+    return f"beta{beta:g}_seed{seed}"
+
+
+def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True) -> dict:
+    """Trains every (β, seed) sequentially into ``out/<run_name>``; keeps ``out/sweep.json`` current.
+
+    A re-run skips finished runs (their summary.json exists) and resumes unfinished ones. A run
+    that fails is recorded with its error and the sweep goes on with the next one.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = _sweep_index(base, betas, seeds, out)
+    for entry in index["runs"]:
+        if entry["status"] == "done" and not fresh:
+            continue
+        entry["status"] = "running"
+        rundir.write_json(out / "sweep.json", index)
+        cfg = replace(base, beta=entry["beta"], seed=entry["seed"])
+        try:
+            summary = train(cfg, out / entry["name"], fresh=fresh, progress=progress)
+            entry.update(
+                status="done", loss=summary["loss"], recon=summary["recon"], kl=summary["kl"]
+            )
+        except (NonFiniteLoss, rundir.RunDirError, ValueError) as e:
+            entry.update(status="failed", error=str(e))
+            print(f"[sweep] {entry['name']} failed: {e}", file=sys.stderr)
+        rundir.write_json(out / "sweep.json", index)
+    if progress:
+        print(format_sweep_table(index))
+    return index
+
+
+def _sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
+    old = {}
+    if (out / "sweep.json").exists():
+        old = {r["name"]: r for r in rundir.read_json(out / "sweep.json", "sweep index")["runs"]}
+    runs = []
+    for beta in betas:
+        for seed in seeds:
+            name = run_name(beta, seed)
+            done = (out / name / "summary.json").exists()
+            entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
+            entry["beta_norm"] = beta * base.latent_dim / base.image_size**2
+            entry["status"] = "done" if done else "pending"
+            runs.append(entry)
+    names = {r["name"] for r in runs}
+    runs += [r for n, r in old.items() if n not in names]  # keep runs of an earlier, wider grid
+    return {"preset": base.preset, "base_config": asdict(base), "runs": runs}
+
+
+def format_sweep_table(index: dict) -> str:
+    lines = [
+        f"{'run':<22}{'β':>8}{'β_norm':>9}{'seed':>6}  {'status':<8}{'loss':>10}{'recon':>10}{'kl':>8}"
+    ]
+    for r in index["runs"]:
+        fmt = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
+        lines.append(
+            f"{r['name']:<22}{r['beta']:>8g}{r['beta_norm']:>9.4f}{r['seed']:>6}  {r['status']:<8}"
+            f"{fmt('loss'):>10}{fmt('recon'):>10}{fmt('kl'):>8}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        if f.name in ("preset",):
+            continue
+        default = f.default
+        if isinstance(default, tuple):
+            p.add_argument(f"--{f.name}", type=float, nargs=2, default=None, metavar=("LO", "HI"))
+        else:
+            p.add_argument(f"--{f.name}", type=type(default), default=None)
+
+
+def config_from_args(args) -> TrainConfig:
+    overrides = {
+        f.name: (tuple(v) if isinstance(v, list) else v)
+        for f in fields(TrainConfig)
+        if (v := getattr(args, f.name, None)) is not None
+    }
+    return preset_config(args.preset, **overrides)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train or resume one run")
+    p_sweep = sub.add_parser("sweep", help="train a β × seed grid")
+    for p in (p_train, p_sweep):
+        p.add_argument("--preset", default="paper", help=f"one of {sorted(PRESETS)}")
+        p.add_argument("--out", required=True, help="run (train) or sweep (sweep) directory")
+        p.add_argument(
+            "--fresh", action="store_true", help="discard what --out holds and start over"
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_config_args(p)
+    p_train.add_argument(
+        "--stop_at", type=int, default=None, help="stop (checkpointed) at this step"
+    )
+    p_sweep.add_argument(
+        "--betas", type=float, nargs="+", default=None, help="default: preset grid"
+    )
+    p_sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p_sweep.add_argument("--executor", default="local", choices=("local", "ray"))
+    p_sweep.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    p_sweep.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, default=0.0)
+    p_sweep.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float, default=1.0)
+    p_sweep.add_argument("--max-failures", dest="max_failures", type=int, default=3)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.command == "train":
+            summary = train(
+                cfg, args.out, fresh=args.fresh, progress=not args.quiet, stop_at=args.stop_at
+            )
+            return 0 if summary["status"] in ("done", "interrupted") else 1
+        betas = args.betas or default_betas(cfg.image_size)
+        if args.executor == "ray":
+            from sweep_ray import ray_sweep
+
+            index = ray_sweep(
+                cfg, betas, args.seeds, args.out, address=args.address, fresh=args.fresh,
+                gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+                max_failures=args.max_failures,
+            )  # fmt: skip
+        else:
+            index = sweep(
+                cfg, betas, args.seeds, args.out, fresh=args.fresh, progress=not args.quiet
+            )
+        return 0 if all(r["status"] == "done" for r in index["runs"]) else 1
+    except (ValueError, rundir.RunDirError, NonFiniteLoss, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = [
+    "TrainConfig", "PRESETS", "preset_config", "default_betas", "build_model", "make_dataset",
+    "train", "sweep", "load_config", "run_name", "NonFiniteLoss", "format_sweep_table",
+]  # fmt: skip

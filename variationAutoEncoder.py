@@ -1,0 +1,410 @@
+"""Spatial-broadcast β-VAE in Keras 3 (TensorFlow backend).
+
+Models
+------
+- ``Encoder``: 4 × Conv(64, 4×4, stride 2, ReLU) → Dense 256 → (mean, log-variance) of z.
+- ``SpatialBroadcastDecoder`` (Watters et al. 2019, "Spatial Broadcast Decoder", arXiv:1901.07017):
+  tile z over an (H+8)×(W+8) grid, append x/y coordinate channels in [-1, 1], then
+  4 × Conv(64, 3×3, VALID, ReLU) and a 1×1 conv to one logit channel. Stride 1, no upsampling.
+- ``DeconvDecoder``: the usual transposed-conv mirror of the encoder, the baseline SBD is compared to.
+- ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR) or the capacity
+  objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599).
+
+Loss reductions (both objectives, both likelihoods)
+---------------------------------------------------
+- reconstruction: −log p(x|z) **summed over pixels**, then **averaged over the batch**;
+- KL(q(z|x) ‖ N(0, I)): **summed over latents**, then **averaged over the batch**;
+- β-VAE:     loss = recon + β · KL
+- capacity:  loss = recon + γ · |KL − C(t)|,  C(t) = C_max · min(1, t / capacity_steps)
+With 128² = 16384 Bernoulli pixels the useful β reach the hundreds; β_norm = β · M / N (Higgins
+et al. 2017, M latents, N pixels) is what stays comparable across image sizes (``beta_norm``).
+
+Numerical guard rail: the encoder's log-variance is clipped to [LOGVAR_MIN, LOGVAR_MAX] = [-30, 20]
+before any ``exp``, so exp(logvar) ≤ 4.9e8 never overflows float32 (or bfloat16) even if a bad
+learning rate drives the pre-activation far out of range. Inside the range the gradient is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+DECODERS = ("sbd", "deconv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("beta", "capacity")
+PKG = "sbd_vae"
+
+
+def check_image_size(image_size: int) -> None:
+    """The encoder halves the size 4 times and the deconv decoder doubles it back: 32, 48, 64, … 128."""
+    if not isinstance(image_size, int) or image_size < 32 or image_size % 16:
+        raise ValueError(
+            f"image_size={image_size!r} is not supported: the 4 stride-2 convolutions need a multiple "
+            "of 16 that is at least 32 (for example --image_size 32, 64 or 128)."
+        )
+
+
+def beta_norm(beta: float, latent_dim: int, image_size: int) -> float:
+    """Normalised β of Higgins et al. 2017: β · M / N, with M latents and N = H·W pixels."""
+    return beta * latent_dim / float(image_size * image_size)
+
+
+def kl_per_dim(mean, logvar):
+    """KL(N(mean, exp(logvar)) ‖ N(0, 1)) per latent, (B, D) → (B, D). Zero at mean=0, logvar=0."""
+    return 0.5 * (ops.exp(logvar) + ops.square(mean) - 1.0 - logvar)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class Sampling(layers.Layer):
+    """Reparameterisation z = mean + exp(logvar / 2) · ε (Kingma & Welling 2014).
+
+    The ε stream comes from a Keras ``SeedGenerator`` whose state is a variable, so it is saved in
+    checkpoints and a resumed run draws the same ε as an uninterrupted one.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        mean, logvar = inputs  # (B, D) each
+        eps = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
+        return mean + ops.exp(0.5 * logvar) * eps
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class Encoder(keras.Model):
+    """(B, S, S, 1) images → (mean, logvar), each (B, D). 4 × Conv(ch, 4×4, s2) → Dense(hidden)."""
+
+    def __init__(self, latent_dim=10, channels=64, hidden=256, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim, self.channels, self.hidden = latent_dim, channels, hidden
+        self.convs = [
+            layers.Conv2D(
+                channels, 4, strides=2, padding="same", activation="relu", name=f"conv{i}"
+            )
+            for i in range(4)
+        ]
+        self.flatten = layers.Flatten()
+        self.dense = layers.Dense(hidden, activation="relu", name="dense")
+        # One head for both statistics, split afterwards; float32 so the KL is computed in float32
+        # even under a mixed-precision policy.
+        self.head = layers.Dense(2 * latent_dim, name="head", dtype="float32")
+
+    def call(self, x):
+        h = x  # (B, S, S, 1)
+        for conv in self.convs:
+            h = conv(h)  # (B, S/16, S/16, ch) after the 4th
+        h = self.dense(self.flatten(h))  # (B, hidden)
+        stats = self.head(h)  # (B, 2D)
+        mean, logvar = ops.split(stats, 2, axis=-1)
+        return mean, ops.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "channels": self.channels,
+            "hidden": self.hidden,
+        }
+
+
+def coordinate_grid(size: int):
+    """(1, size, size, 2) x/y channels, each linearly spaced in [-1, 1]; x grows right, y down."""
+    lin = ops.linspace(-1.0, 1.0, size)
+    ys, xs = ops.meshgrid(lin, lin, indexing="ij")  # (size, size) each
+    return ops.expand_dims(ops.stack([xs, ys], axis=-1), 0)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class SpatialBroadcastDecoder(keras.Model):
+    """Spatial Broadcast Decoder (Watters et al. 2019): z (B, D) → logits (B, S, S, 1).
+
+    z is broadcast to a (S+8)×(S+8) grid, x/y coordinate channels are appended, and four
+    3×3 VALID convolutions shrink the grid back to S×S (each removes 2 pixels); a 1×1 conv gives
+    one logit channel. Only stride-1 convolutions: the coordinates carry all positional structure.
+
+    The first convolution is computed in its equivalent cheap form: on a spatially constant z,
+    conv([tile(z), coords]) = z · Σ_ij W_z[i, j]  (a per-sample bias, (B, 1, 1, C))
+                            + conv(coords, W_c)  (one fixed map, (1, S+6, S+6, C)),
+    which skips convolving D constant channels at every pixel. ``naive_first_layer`` gives the
+    literal tiled convolution; the tests check that both agree.
+    """
+
+    def __init__(self, image_size=128, latent_dim=10, channels=64, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size, self.latent_dim, self.channels = image_size, latent_dim, channels
+        self.pad = 8  # four 3×3 VALID convs remove 2 pixels each
+        self.first = layers.Conv2D(channels, 3, padding="valid", name="conv0")
+        self.convs = [
+            layers.Conv2D(channels, 3, padding="valid", activation="relu", name=f"conv{i}")
+            for i in range(1, 4)
+        ]
+        self.out = layers.Conv2D(1, 1, name="logits", dtype="float32")
+
+    def build(self, input_shape):
+        g = self.image_size + self.pad
+        self.first.build((None, g, g, self.latent_dim + 2))
+        shape = (None, g - 2, g - 2, self.channels)
+        for conv in self.convs:
+            conv.build(shape)
+            shape = (None, shape[1] - 2, shape[2] - 2, self.channels)
+        self.out.build(shape)
+
+    def _coords(self, dtype):
+        return ops.cast(coordinate_grid(self.image_size + self.pad), dtype)  # (1, S+8, S+8, 2)
+
+    def first_layer(self, z):
+        """Fused first conv: (B, D) → (B, S+6, S+6, C), pre-activation."""
+        kernel = ops.cast(self.first.kernel, z.dtype)  # (3, 3, D+2, C)
+        w_z, w_c = kernel[:, :, : self.latent_dim, :], kernel[:, :, self.latent_dim :, :]
+        per_sample = ops.matmul(z, ops.sum(w_z, axis=(0, 1)))  # (B, C)
+        coord_map = ops.conv(self._coords(z.dtype), w_c, padding="valid")  # (1, S+6, S+6, C)
+        bias = ops.cast(self.first.bias, z.dtype)
+        return coord_map + per_sample[:, None, None, :] + bias
+
+    def naive_first_layer(self, z):
+        """Literal version of ``first_layer``: tile z, concatenate coordinates, convolve."""
+        g = self.image_size + self.pad
+        tiled = ops.tile(z[:, None, None, :], (1, g, g, 1))  # (B, S+8, S+8, D)
+        coords = ops.tile(self._coords(z.dtype), (ops.shape(z)[0], 1, 1, 1))
+        return self.first(ops.concatenate([tiled, coords], axis=-1))
+
+    def call(self, z):
+        h = ops.relu(self.first_layer(ops.cast(z, self.compute_dtype)))  # (B, S+6, S+6, C)
+        for conv in self.convs:
+            h = conv(h)  # → (B, S, S, C)
+        return self.out(h)  # (B, S, S, 1) logits
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "channels": self.channels,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class DeconvDecoder(keras.Model):
+    """Transposed-conv baseline, the mirror of the encoder: z (B, D) → logits (B, S, S, 1)."""
+
+    def __init__(self, image_size=128, latent_dim=10, channels=64, hidden=256, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size, self.latent_dim = image_size, latent_dim
+        self.channels, self.hidden = channels, hidden
+        s0 = image_size // 16
+        self.dense = layers.Dense(hidden, activation="relu", name="dense")
+        self.project = layers.Dense(s0 * s0 * channels, activation="relu", name="project")
+        self.reshape = layers.Reshape((s0, s0, channels))
+        self.deconvs = [
+            layers.Conv2DTranspose(
+                channels, 4, strides=2, padding="same", activation="relu", name=f"deconv{i}"
+            )
+            for i in range(3)
+        ]
+        self.out = layers.Conv2DTranspose(
+            1, 4, strides=2, padding="same", name="logits", dtype="float32"
+        )
+
+    def call(self, z):
+        h = self.reshape(self.project(self.dense(z)))  # (B, S/16, S/16, ch)
+        for deconv in self.deconvs:
+            h = deconv(h)  # doubles the size each time → (B, S/2, S/2, ch)
+        return self.out(h)  # (B, S, S, 1) logits
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "channels": self.channels,
+            "hidden": self.hidden,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class BetaVAE(keras.Model):
+    """β-VAE (Higgins et al. 2017) with a capacity option (Burgess et al. 2018).
+
+    ``train_step`` and ``test_step`` return the same keys: ``loss``, ``reconstruction``, ``kl``,
+    ``kl_0`` … ``kl_{D-1}`` (batch-mean KL of each latent, nats) and ``capacity`` (C(t); 0 for β).
+    Reductions: recon summed over pixels, KL summed over latents, both averaged over the batch.
+
+    Under ``tf.distribute`` each replica sees B/R images; its loss is scaled by 1/R (as Keras does
+    in ``compute_loss``) so the all-reduced gradient is that of the global-batch mean, and the
+    trackers are weighted by the local batch so the reported metrics are global means.
+    """
+
+    def __init__(
+        self,
+        image_size=128,
+        latent_dim=10,
+        decoder="sbd",
+        channels=64,
+        hidden=256,
+        beta=1.0,
+        objective="beta",
+        gamma=1000.0,
+        capacity_max=25.0,
+        capacity_steps=100000,
+        likelihood="bernoulli",
+        gaussian_sigma=0.1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_image_size(image_size)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder={decoder!r} is unknown; choose one of {DECODERS}.")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}.")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective={objective!r} is unknown; choose one of {OBJECTIVES}.")
+        if not (beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"beta={beta!r} must be a finite number ≥ 0 (for example --beta 4).")
+        if likelihood == "gaussian" and not gaussian_sigma > 0:
+            raise ValueError(f"gaussian_sigma={gaussian_sigma!r} must be > 0.")
+        self.image_size, self.latent_dim, self.decoder_name = image_size, latent_dim, decoder
+        self.channels, self.hidden = channels, hidden
+        self.beta, self.objective, self.gamma = float(beta), objective, float(gamma)
+        self.capacity_max, self.capacity_steps = float(capacity_max), int(capacity_steps)
+        self.likelihood, self.gaussian_sigma, self.seed = likelihood, float(gaussian_sigma), seed
+
+        self.encoder = Encoder(latent_dim, channels, hidden, name="encoder")
+        if decoder == "sbd":
+            self.decoder = SpatialBroadcastDecoder(image_size, latent_dim, channels, name="decoder")
+        else:
+            self.decoder = DeconvDecoder(image_size, latent_dim, channels, hidden, name="decoder")
+        self.sampling = Sampling(seed, name="sampling")
+        names = ["loss", "reconstruction", "kl", "capacity"] + [
+            f"kl_{i}" for i in range(latent_dim)
+        ]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def build(self, input_shape=None):
+        s = self.image_size
+        self.encoder(ops.zeros((1, s, s, 1)))  # subclassed models build by tracing one batch
+        self.decoder(ops.zeros((1, self.latent_dim)))
+        self.built = True
+
+    def encode(self, x):
+        """(B, S, S, 1) in [0, 1] → (mean, logvar), each (B, D)."""
+        return self.encoder(x)
+
+    def decode(self, z, logits=False):
+        """(B, D) → (B, S, S, 1) pixel means in [0, 1] (or the raw logits)."""
+        out = self.decoder(z)
+        return out if logits else ops.sigmoid(out)
+
+    def reconstruct(self, x):
+        """Deterministic reconstruction from the posterior mean: decode(encode(x).mean)."""
+        return self.decode(self.encode(x)[0])
+
+    def call(self, x, training=False):
+        mean, logvar = self.encoder(x)
+        z = self.sampling((mean, logvar)) if training else mean
+        return self.decoder(z), mean, logvar
+
+    # ----------------------------------------------------------------- objective
+    def reconstruction_loss(self, x, logits):
+        """−log p(x|z) summed over pixels, per sample: (B, S, S, 1) → (B,)."""
+        x = ops.cast(x, "float32")
+        logits = ops.cast(logits, "float32")
+        if self.likelihood == "bernoulli":
+            nll = ops.binary_crossentropy(x, logits, from_logits=True)  # elementwise (B,S,S,1)
+            # keras' binary_crossentropy averages the last axis; it has size 1, so this is per pixel
+        else:
+            s = self.gaussian_sigma
+            nll = 0.5 * ops.square((x - ops.sigmoid(logits)) / s) + math.log(
+                s * math.sqrt(2 * math.pi)
+            )
+        return ops.sum(ops.reshape(nll, (ops.shape(x)[0], -1)), axis=-1)
+
+    def capacity(self, step):
+        """C(t) = C_max · min(1, t / capacity_steps) (Burgess et al. 2018), 0 for plain β-VAE."""
+        if self.objective != "capacity":
+            return ops.convert_to_tensor(0.0)
+        t = ops.cast(step, "float32")
+        return self.capacity_max * ops.minimum(1.0, t / float(max(self.capacity_steps, 1)))
+
+    def compute_terms(self, x, training):
+        """Returns loss, recon, kl (scalars, batch means), kl_dims (D,), capacity."""
+        logits, mean, logvar = self(x, training=training)
+        recon = ops.mean(self.reconstruction_loss(x, logits))
+        kl_dims = ops.mean(
+            kl_per_dim(ops.cast(mean, "float32"), ops.cast(logvar, "float32")), axis=0
+        )
+        kl = ops.sum(kl_dims)
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        cap = self.capacity(step)
+        if self.objective == "beta":
+            loss = recon + self.beta * kl
+        else:
+            loss = recon + self.gamma * ops.abs(kl - cap)
+        return loss, recon, kl, kl_dims, cap
+
+    def _update_trackers(self, batch, loss, recon, kl, kl_dims, cap):
+        values = {"loss": loss, "reconstruction": recon, "kl": kl, "capacity": cap}
+        values.update({f"kl_{i}": kl_dims[i] for i in range(self.latent_dim)})
+        for name, value in values.items():
+            self.trackers[name].update_state(value, sample_weight=batch)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    def train_step(self, data):
+        import tensorflow as tf  # train_step runs inside the TF trainer; keep the module import-light
+
+        x = data[0] if isinstance(data, tuple) else data  # (B, S, S, 1); labels are ignored
+        with tf.GradientTape() as tape:
+            loss, recon, kl, kl_dims, cap = self.compute_terms(x, training=True)
+            # 1/R per replica, so the SUM all-reduce of gradients gives the global-batch mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(
+                loss / float(replicas)
+            )  # loss scaling under mixed float16
+        grads = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        return self._update_trackers(ops.shape(x)[0], loss, recon, kl, kl_dims, cap)
+
+    def test_step(self, data):
+        x = data[0] if isinstance(data, tuple) else data
+        terms = self.compute_terms(x, training=False)
+        return self._update_trackers(ops.shape(x)[0], *terms)
+
+    # ----------------------------------------------------------------- serialisation
+    def get_config(self):
+        return {
+            "name": self.name,
+            "image_size": self.image_size,
+            "latent_dim": self.latent_dim,
+            "decoder": self.decoder_name,
+            "channels": self.channels,
+            "hidden": self.hidden,
+            "beta": self.beta,
+            "objective": self.objective,
+            "gamma": self.gamma,
+            "capacity_max": self.capacity_max,
+            "capacity_steps": self.capacity_steps,
+            "likelihood": self.likelihood,
+            "gaussian_sigma": self.gaussian_sigma,
+            "seed": self.seed,
+        }
+
+
+def build_vae(**kwargs) -> BetaVAE:
+    """A built (weights created) ``BetaVAE``; kwargs as in ``BetaVAE.__init__``."""
+    model = BetaVAE(**kwargs)
+    model.build()
+    return model

@@ -1,0 +1,177 @@
+"""Keras callbacks of the training loop: NaN guard, history.csv + TensorBoard, GIF frames,
+checkpoints and the tqdm progress bar.
+
+training.py runs ``fit`` with one Keras epoch per ``log_every`` steps, so the global step after
+batch ``b`` of epoch ``e`` is ``e · log_every + b + 1`` and the logs at ``on_epoch_end`` are the
+means of exactly one logging interval.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+import imaging
+import rundir
+
+
+class _StepCallback(keras.callbacks.Callback):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def step(self, batch=None):
+        """Global step after ``batch`` of the current epoch, or at the end of the epoch."""
+        b = self.cfg.log_every - 1 if batch is None else batch
+        return self.epoch * self.cfg.log_every + b + 1
+
+
+class NaNGuard(_StepCallback):
+    """Stops at the first non-finite loss, before anything is checkpointed after it."""
+
+    def __init__(self, out, cfg):
+        super().__init__(cfg)
+        self.out = Path(out)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            ckpts = rundir.list_checkpoints(self.out)
+            kept = (
+                f"the last good checkpoint {ckpts[-1]} is intact"
+                if ckpts
+                else "no checkpoint was written yet"
+            )
+            raise rundir.NonFiniteLoss(
+                f"{self.out}: the loss became {loss} at step {self.step(batch)}; training stopped and "
+                f"{kept}. Lower --lr (now {self.cfg.lr:g}) or β, then re-run to resume, or pass --fresh."
+            )
+
+
+class History(_StepCallback):
+    """One row per ``log_every`` steps in history.csv (atomic rewrite) and TensorBoard scalars."""
+
+    def __init__(self, out, cfg, start, rows):
+        super().__init__(cfg)
+        self.out, self.rows = Path(out), list(rows)
+        self.elapsed = rows[-1]["elapsed_s"] if rows else 0.0
+        self.writer = None
+        self.t0 = time.time()
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        dt = time.time() - self.t0
+        self.elapsed += dt
+        logs = logs or {}
+        row = {"step": self.step()}
+        row.update({k: float(logs[src]) for k, src in (
+            ("loss", "loss"), ("recon", "reconstruction"), ("kl", "kl"), ("capacity", "capacity"))})  # fmt: skip
+        row.update({f"kl_{i}": float(logs[f"kl_{i}"]) for i in range(self.cfg.latent_dim)})
+        row["img_per_s"] = self.cfg.log_every * self.cfg.batch_size / max(dt, 1e-9)
+        row["elapsed_s"] = self.elapsed
+        self.rows.append(row)
+        rundir.write_history(self.out, self.rows)
+        with self.writer.as_default(step=row["step"]):
+            for k, v in row.items():
+                if k != "step":
+                    tf.summary.scalar(k if not k.startswith("kl_") else f"kl_dims/{k}", v)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Frames(_StepCallback):
+    """Reconstructions of a fixed batch every ``frame_every`` steps → frames/*.png + training.gif.
+
+    The GIF is rebuilt from all frames after each new one, so it is current *during* training.
+    Frames later than the resume step are removed, so a resumed run's GIF has no duplicates.
+    """
+
+    def __init__(self, out, cfg, fixed_images, start):
+        super().__init__(cfg)
+        self.out, self.fixed, self.start = Path(out), np.asarray(fixed_images), start
+        self.dir = self.out / "frames"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for p in self.dir.glob("frame_*.png"):
+            if int(p.stem.split("_")[1]) > start:
+                p.unlink()
+
+    def on_train_begin(self, logs=None):
+        if self.start == 0:
+            self.write(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.step() % self.cfg.frame_every == 0:
+            self.write(self.step())
+
+    def write(self, step):
+        recon = np.asarray(self.model.reconstruct(self.fixed))  # (F, S, S, 1)
+        image = imaging.grid(np.stack([self.fixed, recon]))  # row 0 inputs, row 1 reconstructions
+        label = f"step {step}  beta={self.cfg.beta:g}  top: input, bottom: reconstruction"
+        imaging.save_png(self.dir / f"frame_{step:08d}.png", imaging.caption(image, label))
+        frames = [imaging.imageio.imread(p) for p in sorted(self.dir.glob("frame_*.png"))]
+        imaging.save_gif(self.out / "training.gif", frames)
+
+
+class Checkpoint(_StepCallback):
+    """Atomic checkpoint every ``checkpoint_every`` steps and at the last step of this call."""
+
+    def __init__(self, out, cfg, start, end):
+        super().__init__(cfg)
+        self.out, self.end = Path(out), end
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self.step()
+        if step % self.cfg.checkpoint_every == 0 or step == self.end:
+            rundir.save_checkpoint(self.out, self.model, step, {}, keep=self.cfg.keep_checkpoints)
+
+
+class Progress(_StepCallback):
+    """tqdm bar over global steps with loss, recon, kl and img/s."""
+
+    def __init__(self, cfg, start, end):
+        super().__init__(cfg)
+        self.start, self.end = start, end
+        self.bar = None
+        self.t0 = None
+
+    def on_train_begin(self, logs=None):
+        desc = f"β={self.cfg.beta:g} seed={self.cfg.seed}"
+        self.bar = tqdm(
+            total=self.end, initial=self.start, desc=desc, unit="step", dynamic_ncols=True
+        )
+        self.t0 = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        if batch % 5 == 0 and logs:
+            done = self.step(batch) - self.start
+            rate = done * self.cfg.batch_size / max(time.time() - self.t0, 1e-9)
+            self.bar.set_postfix(
+                loss=f"{float(logs['loss']):.1f}", recon=f"{float(logs['reconstruction']):.1f}",
+                kl=f"{float(logs['kl']):.2f}", img_s=f"{rate:.0f}", refresh=False,
+            )  # fmt: skip
+
+    def on_train_end(self, logs=None):
+        self.bar.close()

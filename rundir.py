@@ -1,0 +1,256 @@
+"""Run-directory plumbing: atomic writes, the single-writer lock, checkpoints and history.csv.
+
+The layout (DESIGN.md) is the contract between training.py, latentSpace.py and the notebooks::
+
+    runs/<name>/config.json      resolved TrainConfig, written before step 1
+                checkpoints/     ckpt-<step>.npz: model + optimiser + RNG state, atomic, last K kept
+                history.csv      step, loss, recon, kl, capacity, kl_0..kl_{D-1}, img_per_s, elapsed_s
+                tb/              TensorBoard scalars
+                frames/ training.gif
+                model.keras      final model
+                summary.json     written last: its presence marks the run as finished
+
+Every file is written to a temporary name in the same directory, flushed, fsync'ed and renamed
+(``os.replace`` is atomic on POSIX), so a crash or ``kill -9`` never leaves a half-written file
+under a final name. A checkpoint that still fails to load (disk corruption, a bit flip: the npz's
+CRC-32 catches those) is skipped with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+CKPT_RE = re.compile(r"^ckpt-(\d{8})\.npz$")
+
+
+class RunDirError(RuntimeError):
+    """A run directory is missing, corrupt, locked or was made with another config."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stopped and its last good checkpoint is intact."""
+
+
+# ----------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yields a temporary path next to ``path``; on success it is fsync'ed and renamed onto it.
+
+    ``suffix`` keeps an extension that a writer insists on (Keras wants ``.keras``, imageio
+    infers the format from it). On any exception the temporary file is removed and the
+    destination is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray | tuple):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path, what="file", fix="delete it and re-run"):
+    """Loads JSON or raises RunDirError naming the file and the fix."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: {what} not found; {fix}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: {what} is corrupt ({e}); {fix}.") from None
+
+
+# ----------------------------------------------------------------------------- lock
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.lock``: one writer per run directory.
+
+    The kernel drops the lock when the process dies (even by ``kill -9``), so a crashed run
+    never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise RunDirError(
+                f"{self.path.parent} is being written by another training process (pid {holder}). "
+                "Wait for it to finish, or use another --out directory."
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+# ----------------------------------------------------------------------------- config
+def config_diff(old: dict, new: dict, ignore=()) -> list[str]:
+    """Human-readable lines for every key whose value differs (JSON-normalised)."""
+    norm = json.loads(json.dumps({"o": old, "n": new}, default=_json_default))
+    old, new = norm["o"], norm["n"]
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore:
+            continue
+        if old.get(key, "<missing>") != new.get(key, "<missing>"):
+            lines.append(f"  {key}: {old.get(key, '<missing>')!r} -> {new.get(key, '<missing>')!r}")
+    return lines
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _model_state(model) -> list:
+    # model.variables include the Sampling layer's SeedGenerator state, so ε resumes exactly;
+    # optimizer.variables include its iteration counter and Adam moments.
+    return list(model.variables) + list(model.optimizer.variables)
+
+
+def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
+    """Writes checkpoints/ckpt-<step>.npz atomically, then prunes all but the last ``keep``."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    variables = _model_state(model)
+    arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    meta = {"step": int(step), "paths": [v.path for v in variables], **extra}
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path = ckpt_dir / f"ckpt-{step:08d}.npz"
+    write_bytes(path, buf.getvalue())
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """Complete checkpoint files, oldest first (temporary files never match the pattern)."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if CKPT_RE.match(p.name))
+
+
+def read_checkpoint(path) -> tuple[dict, list]:
+    """(meta, arrays) of one checkpoint; RunDirError naming the file if it is unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            arrays = [z[f"v{i:04d}"] for i in range(len(meta["paths"]))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise RunDirError(
+            f"{path}: checkpoint is corrupt or truncated ({type(e).__name__}: {e})"
+        ) from None
+    return meta, arrays
+
+
+def restore_latest(run_dir, model) -> dict | None:
+    """Loads the newest readable checkpoint into ``model`` (weights, optimiser, RNG); its meta.
+
+    Returns None when there is no checkpoint. A corrupt newest file is skipped with a warning,
+    so at most one more checkpoint interval is lost; if none can be read, RunDirError says so.
+    """
+    candidates = list_checkpoints(run_dir)
+    if not candidates:
+        return None
+    variables = _model_state(model)
+    for path in reversed(candidates):
+        try:
+            meta, arrays = read_checkpoint(path)
+        except RunDirError as e:
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            continue
+        if len(arrays) != len(variables) or any(
+            a.shape != tuple(v.shape) for a, v in zip(arrays, variables)
+        ):
+            raise RunDirError(
+                f"{path}: checkpoint does not match this model's variables "
+                "(the architecture changed); use --fresh to start over."
+            )
+        for v, a in zip(variables, arrays):
+            v.assign(a)
+        return meta
+    raise RunDirError(
+        f"{Path(run_dir) / 'checkpoints'}: no readable checkpoint "
+        f"({len(candidates)} corrupt); use --fresh to start over."
+    )
+
+
+# ----------------------------------------------------------------------------- history
+def read_history(run_dir) -> list[dict]:
+    """history.csv as a list of dicts of floats (``step`` as int); [] if absent."""
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        try:
+            rec = {k: float(v) for k, v in row.items()}
+        except (TypeError, ValueError):
+            break  # a torn last line (e.g. a crash on a non-atomic filesystem): ignore the tail
+        rec["step"] = int(rec["step"])
+        out.append(rec)
+    return out
+
+
+def write_history(run_dir, rows: list[dict]) -> None:
+    """Rewrites history.csv atomically (a few hundred rows: cheap, and never torn)."""
+    if not rows:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(Path(run_dir) / "history.csv", buf.getvalue())
