@@ -372,14 +372,15 @@ def _sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
 
 
 def format_sweep_table(index: dict) -> str:
-    lines = [
-        f"{'run':<22}{'β':>8}{'β_norm':>9}{'seed':>6}  {'status':<8}{'loss':>10}{'recon':>10}{'kl':>8}"
-    ]
+    def num(r, k):
+        return f"{r[k]:.2f}" if isinstance(r.get(k), float) else "-"
+
+    head = f"{'run':<22}{'β':>8}{'β_norm':>9}{'seed':>6}  {'status':<8}{'loss':>10}{'recon':>10}{'kl':>8}"
+    lines = [head]
     for r in index["runs"]:
-        fmt = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
         lines.append(
             f"{r['name']:<22}{r['beta']:>8g}{r['beta_norm']:>9.4f}{r['seed']:>6}  {r['status']:<8}"
-            f"{fmt('loss'):>10}{fmt('recon'):>10}{fmt('kl'):>8}"
+            f"{num(r, 'loss'):>10}{num(r, 'recon'):>10}{num(r, 'kl'):>8}"
         )
     return "\n".join(lines)
 
