@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (the only portable way is to set and restore it)
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.npz$")
 
 
@@ -56,6 +58,7 @@ def atomic_path(path, suffix=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     try:
         yield tmp
         with open(tmp, "rb+") as f:

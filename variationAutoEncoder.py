@@ -348,7 +348,8 @@ class BetaVAE(keras.Model):
             kl_per_dim(ops.cast(mean, "float32"), ops.cast(logvar, "float32")), axis=0
         )
         kl = ops.sum(kl_dims)
-        step = self.optimizer.iterations if self.optimizer is not None else 0
+        optimizer = getattr(self, "optimizer", None)  # absent before compile()
+        step = optimizer.iterations if optimizer is not None else 0
         cap = self.capacity(step)
         if self.objective == "beta":
             loss = recon + self.beta * kl

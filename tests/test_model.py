@@ -1,0 +1,158 @@
+"""Model tests: shapes, the spatial broadcast decoder, the objective and serialisation."""
+
+import keras
+import numpy as np
+import pytest
+
+from variationAutoEncoder import (
+    LOGVAR_MAX,
+    BetaVAE,
+    SpatialBroadcastDecoder,
+    beta_norm,
+    build_vae,
+    kl_per_dim,
+)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("decoder", ["sbd", "deconv"])
+def test_encoder_decoder_shapes(size, decoder):
+    model = build_vae(image_size=size, latent_dim=7, decoder=decoder, channels=8, hidden=16, seed=0)
+    x = np.random.RandomState(0).rand(3, size, size, 1).astype("float32")
+    mean, logvar = model.encode(x)
+    assert mean.shape == (3, 7) and logvar.shape == (3, 7)
+    out = np.asarray(model.decode(mean))
+    assert out.shape == (3, size, size, 1)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    logits, m2, _ = model(x, training=True)
+    assert logits.shape == (3, size, size, 1) and np.allclose(m2, mean)
+
+
+def test_sbd_fused_first_layer_equals_tiled_convolution():
+    dec = SpatialBroadcastDecoder(image_size=32, latent_dim=5, channels=8)
+    dec.build((None, 5))
+    z = np.random.RandomState(1).randn(4, 5).astype("float32")
+    fused = np.asarray(dec.first_layer(z))
+    naive = np.asarray(dec.naive_first_layer(z))
+    assert fused.shape == (4, 38, 38, 8)
+    np.testing.assert_allclose(fused, naive, atol=1e-5)
+
+
+def test_sbd_output_varies_through_the_coordinate_channels():
+    dec = SpatialBroadcastDecoder(image_size=32, latent_dim=4, channels=8)
+    dec.build((None, 4))
+    z = np.random.RandomState(2).randn(2, 4).astype("float32")
+    out = np.asarray(dec(z))[..., 0]  # (2, 32, 32)
+    assert out.std(axis=(1, 2)).min() > 1e-4, "a broadcast z alone cannot vary over space"
+    # Without the coordinate part of the first kernel, every pixel sees the same input: constant.
+    kernel = dec.first.kernel.numpy()
+    kernel[:, :, 4:, :] = 0.0
+    dec.first.kernel.assign(kernel)
+    flat = np.asarray(dec(z))[..., 0]
+    assert flat.std(axis=(1, 2)).max() < 1e-5
+
+
+def test_kl_zero_at_prior_and_matches_closed_form():
+    zeros = np.zeros((2, 3), "float32")
+    np.testing.assert_allclose(np.asarray(kl_per_dim(zeros, zeros)), 0.0, atol=1e-7)
+    mean, logvar = np.array([[1.0, -2.0]], "float32"), np.array([[0.5, -1.0]], "float32")
+    var = np.exp(logvar)
+    expected = 0.5 * (var + mean**2 - 1 - logvar)  # KL(N(m, v) || N(0, 1))
+    np.testing.assert_allclose(np.asarray(kl_per_dim(mean, logvar)), expected, rtol=1e-6)
+    assert expected[0, 1] > expected[0, 0] > 0
+
+
+def test_bernoulli_reconstruction_is_summed_over_pixels():
+    model = build_vae(image_size=32, channels=8, hidden=16, seed=0)
+    rng = np.random.RandomState(3)
+    x = (rng.rand(2, 32, 32, 1) > 0.5).astype("float32")
+    logits = rng.randn(2, 32, 32, 1).astype("float32")
+    p = 1 / (1 + np.exp(-logits))
+    expected = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=(1, 2, 3))
+    got = np.asarray(model.reconstruction_loss(x, logits))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_gaussian_reconstruction_fixed_variance():
+    model = build_vae(
+        image_size=32, channels=8, hidden=16, likelihood="gaussian", gaussian_sigma=0.5
+    )
+    x = np.full((1, 32, 32, 1), 0.5, "float32")
+    logits = np.zeros((1, 32, 32, 1), "float32")  # sigmoid(0) = 0.5: zero residual
+    got = float(np.asarray(model.reconstruction_loss(x, logits))[0])
+    assert got == pytest.approx(32 * 32 * np.log(0.5 * np.sqrt(2 * np.pi)), rel=1e-5)
+
+
+def test_beta_and_capacity_objectives():
+    x = np.random.RandomState(4).rand(4, 32, 32, 1).astype("float32")
+    for objective in ("beta", "capacity"):
+        model = build_vae(
+            image_size=32,
+            channels=8,
+            hidden=16,
+            beta=3.0,
+            objective=objective,
+            gamma=10.0,
+            capacity_max=20.0,
+            capacity_steps=100,
+            seed=0,
+        )
+        model.compile(optimizer=keras.optimizers.Adam(1e-4))
+        model.optimizer.iterations.assign(50)  # C(50) = 20 · 50/100 = 10 nats
+        loss, recon, kl, kl_dims, cap = (
+            np.asarray(t) for t in model.compute_terms(x, training=False)
+        )
+        np.testing.assert_allclose(kl, kl_dims.sum(), rtol=1e-5)
+        if objective == "beta":
+            assert cap == 0.0
+            np.testing.assert_allclose(loss, recon + 3.0 * kl, rtol=1e-5)
+        else:
+            assert cap == pytest.approx(10.0)
+            np.testing.assert_allclose(loss, recon + 10.0 * abs(kl - 10.0), rtol=1e-5)
+
+
+def test_logvar_is_clipped_so_exp_cannot_overflow():
+    model = build_vae(image_size=32, channels=8, hidden=16, seed=0)
+    head = model.encoder.head
+    head.bias.assign(np.full(head.bias.shape, 1e6, "float32"))  # pre-activation far out of range
+    x = np.random.RandomState(5).rand(2, 32, 32, 1).astype("float32")
+    _, logvar = model.encode(x)
+    assert np.asarray(logvar).max() == pytest.approx(LOGVAR_MAX)
+    _, recon, kl, _, _ = model.compute_terms(x, training=True)
+    assert np.isfinite(float(kl)) and np.isfinite(float(recon))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"beta": -1.0}, "beta"),
+        ({"decoder": "unet"}, "decoder"),
+        ({"likelihood": "poisson"}, "likelihood"),
+        ({"objective": "tc"}, "objective"),
+        ({"image_size": 40}, "image_size"),
+        ({"image_size": 16}, "image_size"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BetaVAE(**kwargs)
+
+
+def test_model_keras_reload_gives_identical_encodings(tmp_path):
+    model = build_vae(image_size=32, channels=8, hidden=16, beta=4.0, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = np.random.RandomState(6).rand(5, 32, 32, 1).astype("float32")
+    model.train_on_batch(x)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, BetaVAE) and loaded.beta == 4.0
+    np.testing.assert_array_equal(np.asarray(model.encode(x)[0]), np.asarray(loaded.encode(x)[0]))
+    np.testing.assert_array_equal(
+        np.asarray(model.reconstruct(x)), np.asarray(loaded.reconstruct(x))
+    )
+
+
+def test_beta_norm_matches_higgins_definition():
+    # β = 102 with 10 latents on 128² pixels is the seed's "large β": β_norm ≈ 0.062.
+    assert beta_norm(102, 10, 128) == pytest.approx(102 * 10 / 16384)
