@@ -1,0 +1,497 @@
+"""Shapes dataset: a ground-truth sampler and an on-the-fly tf.data stream.
+
+The base renders (blender/render_shapes.py -> data/shapes.npz) carry the "rendered" factors
+(shape, azimuth, tilt). Zoom (`scale`) and translation (`pos_x`, `pos_y`) are applied here, in
+the TF graph, batched, with one affine warp per batch (tf.raw_ops.ImageProjectiveTransformV3,
+bilinear, zero fill), in the spirit of dSprites (Matthey et al. 2017), where position and scale
+are generative factors alongside shape and orientation, and of the spatial-broadcast decoder
+experiments of Watters et al. (2019), whose point is that position is easy to disentangle.
+
+Factors, in this order (rendered ones first, as stored in the npz):
+    shape, azimuth, tilt, scale, pos_x, pos_y
+- scale: apparent size relative to the base render; at scale s the object's bounding disc has
+  radius 0.4 * s * W (the renderer puts the bounding sphere on a 0.4 W disc).
+- pos_x, pos_y: offset of the object's centre from the image centre, in fractions of the image
+  width. pos_x grows to the right, pos_y grows DOWNWARD (image rows).
+- For training these three are continuous (uniform over their ranges). For evaluation they
+  take a grid: `num_scales` values linspace over scale_range, `num_positions` over pos_range
+  for each of x and y. Index 0 is always the smallest value.
+
+The sampler follows disentanglement_lib's GroundTruthData contract (Locatello et al. 2019):
+`factor_names`, `factor_sizes`, `sample_factors(n, rng) -> int (n, K)`,
+`images_from_factors(int (n, K)) -> float32 (n, H, W, 1)`, deterministic.
+
+    python dataset.py sheet --data data/shapes.npz --out img/samples.png
+    python dataset.py export --n 10000 --out data/export.npz   # for data.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+
+RENDER_FIX = "run `.venv/bin/python blender/render_shapes.py --out {path}` (or `make demo`)"
+
+
+class DatasetError(ValueError):
+    """A dataset file that exists but cannot be used (truncated, corrupt, wrong arrays)."""
+
+
+def load_renders(path: str) -> dict:
+    """Load and check a render npz. Returns dict(images uint8 (N, R, R, 1) in row-major factor
+    order, names [str], sizes [int], values {name: array}, meta dict)."""
+    fix = RENDER_FIX.format(path=path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset file {path!r} does not exist: {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = [str(s) for s in z["factor_names"]]
+            values = {n: z[f"values_{n}"] for n in names}
+            images, factors = z["images"], z["factors"]  # reading checks each member's CRC
+            meta = json.loads(str(z["meta"]))
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeError) as e:
+        raise DatasetError(
+            f"dataset file {path!r} is truncated or corrupt ({type(e).__name__}: {e}); {fix}"
+        ) from e
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 1:
+        raise DatasetError(
+            f"{path!r}: images have shape {images.shape} and dtype {images.dtype}, expected "
+            f"uint8 (N, R, R, 1); {fix}"
+        )
+    if images.shape[1] != images.shape[2]:
+        raise DatasetError(f"{path!r}: images are not square ({images.shape}); {fix}")
+    sizes = [len(values[n]) for n in names]
+    n = int(np.prod(sizes))
+    ok = factors.ndim == 2 and factors.shape == (len(images), len(names))
+    ok = ok and np.issubdtype(factors.dtype, np.integer) and len(images) == n
+    ok = ok and bool(np.all((factors >= 0) & (factors < np.array(sizes))))
+    if not ok:
+        raise DatasetError(
+            f"{path!r}: factors {factors.shape} do not index a full grid {sizes} of "
+            f"{len(images)} images; {fix}"
+        )
+    flat = np.ravel_multi_index(factors.T, sizes)  # (N,)
+    if len(np.unique(flat)) != n:
+        raise DatasetError(f"{path!r}: some factor combinations are repeated; {fix}")
+    ordered = np.empty_like(images)
+    ordered[flat] = images  # row-major over the rendered factors, first factor slowest
+    return dict(images=ordered, names=names, sizes=sizes, values=values, meta=meta)
+
+
+def _ranges(name: str, r, positive: bool) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high), got {r!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or (positive and lo <= 0):
+        raise ValueError(f"{name}={r!r} must satisfy {'0 < ' if positive else ''}low <= high")
+    return lo, hi
+
+
+def _count(name: str, v, lo: float, hi: float) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if v > 1 and lo == hi:
+        raise ValueError(f"{name}={v} but the range has equal ends; use {name}=1")
+    return int(v)
+
+
+class ShapesDataset:
+    """Ground-truth sampler and on-the-fly stream over the base renders at `path`.
+
+    image_size: output H = W (any int >= 16). The base renders are resized to it once, with
+    area averaging (antialiased), and the warp runs at that size.
+    scale_range, pos_range: see the module docstring. They are checked against the real extent of
+    the objects: max(scale) * r_max + max|pos| <= 0.5 - 1/R, with r_max the largest distance from
+    the centre of a nonzero base pixel (plus half a pixel), in fractions of the base width R. The
+    margin is one base pixel, at every output size, so a valid config is valid at any image_size.
+    """
+
+    def __init__(
+        self,
+        path: str = "data/shapes.npz",
+        image_size: int = 128,
+        scale_range: tuple[float, float] = (0.35, 0.7),
+        pos_range: tuple[float, float] = (-0.2, 0.2),
+        num_scales: int = 8,
+        num_positions: int = 16,
+    ):
+        if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer):
+            raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+        if image_size < 16:
+            raise ValueError(f"image_size must be an int >= 16, got {image_size}")
+        self.path, self.image_size = str(path), int(image_size)
+        self.scale_range = _ranges("scale_range", scale_range, positive=True)
+        self.pos_range = _ranges("pos_range", pos_range, positive=False)
+        self.num_scales = _count("num_scales", num_scales, *self.scale_range)
+        self.num_positions = _count("num_positions", num_positions, *self.pos_range)
+
+        r = load_renders(self.path)
+        base = r["images"]  # uint8 (N, R, R, 1)
+        self.meta, self.base_resolution = r["meta"], base.shape[1]
+        self.r_max = _max_radius(base)
+        self._check_frame()
+
+        self.rendered_names, self.rendered_sizes = r["names"], r["sizes"]
+        self.factor_names = self.rendered_names + ["scale", "pos_x", "pos_y"]
+        self.factor_sizes = self.rendered_sizes + [self.num_scales] + [self.num_positions] * 2
+        self.num_factors = len(self.factor_names)
+        # physical values of each factor's grid, float32 so that the stream and
+        # images_from_factors feed bit-identical numbers to the warp
+        self.scales = np.linspace(*self.scale_range, self.num_scales).astype(np.float32)
+        self.positions = np.linspace(*self.pos_range, self.num_positions).astype(np.float32)
+        self.values = dict(r["values"], scale=self.scales, pos_x=self.positions)
+        self.values["pos_y"] = self.positions
+        self._rendered_table = np.indices(self.rendered_sizes).reshape(len(r["sizes"]), -1).T
+
+        self._pyramid, self._ratios = _pyramid(base, self.image_size, self.scale_range[0])
+        self._num_base = len(base)
+        spec = tf.TensorSpec([None], tf.float32)
+        self._warp = tf.function(
+            self._warp_batch, input_signature=[tf.TensorSpec([None], tf.int32), spec, spec, spec]
+        )
+
+    # ------------------------------------------------------------------ validation
+    def _check_frame(self) -> None:
+        smax = self.scale_range[1]
+        pmax = max(abs(p) for p in self.pos_range)
+        limit = 0.5 - 1.0 / self.base_resolution  # object stays one base pixel inside
+        if smax * self.r_max + pmax <= limit + 1e-9:
+            return
+        max_scale = (limit - pmax) / self.r_max
+        max_pos = limit - smax * self.r_max
+        raise ValueError(
+            f"scale_range={self.scale_range} with pos_range={self.pos_range} pushes the object "
+            f"off-frame: max scale x object radius ({smax} x {self.r_max:.4f}) + max |pos| "
+            f"({pmax}) = {smax * self.r_max + pmax:.4f} > {limit:.4f} (half the image minus one "
+            f"pixel). Largest allowed scale_range high for this pos_range: {max_scale:.4f}; "
+            f"largest allowed pos_range |value| for this scale_range: {max(max_pos, 0):.4f}."
+        )
+
+    # ------------------------------------------------------------------ the warp
+    def _warp_batch(self, base_idx, scale, pos_x, pos_y):
+        """base_idx int32 (B,), scale/pos float32 (B,) -> float32 (B, S, S, 1) in [0, 1].
+
+        Output pixel p (pixel centres at integer coordinates, centre c = (S-1)/2) shows the level-0
+        source point q = (p - c - t) / scale + c with t = pos * S. The source is the pyramid
+        level l = floor(log2(1/scale)) (so bilinear never decimates by more than 2x), whose
+        pixel coordinate is (q + 0.5) * k - 0.5 with k = S_l / S."""
+        s = self.image_size
+        c = (s - 1) / 2.0
+        n_levels = len(self._ratios)
+        level = tf.floor(-tf.math.log(scale) / math.log(2.0))  # (B,)
+        level = tf.cast(tf.clip_by_value(level, 0.0, n_levels - 1.0), tf.int32)
+        k = tf.gather(tf.constant(self._ratios, tf.float32), level)  # (B,)
+        src = tf.gather(self._pyramid, level * self._num_base + base_idx)  # (B, S, S, 1)
+        a = k / scale
+        bx = ((-c - pos_x * s) / scale + c + 0.5) * k - 0.5
+        by = ((-c - pos_y * s) / scale + c + 0.5) * k - 0.5
+        zero = tf.zeros_like(a)
+        transforms = tf.stack([a, zero, bx, zero, a, by, zero, zero], axis=1)  # (B, 8)
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=src,
+            transforms=transforms,
+            output_shape=tf.constant([s, s], tf.int32),
+            fill_value=tf.constant(0.0),
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        )
+
+    # ------------------------------------------------------------------ sampler API
+    def sample_factors(self, n: int, rng: np.random.RandomState) -> np.ndarray:
+        """int64 (n, K), uniform over the factor grid."""
+        return np.stack([rng.randint(0, k, size=n) for k in self.factor_sizes], 1).astype(np.int64)
+
+    def _check_factors(self, factors) -> np.ndarray:
+        f = np.asarray(factors)
+        if f.ndim != 2 or f.shape[1] != self.num_factors:
+            raise ValueError(f"factors must be (n, {self.num_factors}), got {f.shape}")
+        if not np.issubdtype(f.dtype, np.integer):
+            if not np.all(f == np.round(f)):
+                raise ValueError("factors must be integer grid indices")
+            f = f.astype(np.int64)
+        if np.any(f < 0) or np.any(f >= np.array(self.factor_sizes)):
+            raise ValueError(f"factor indices out of range for factor_sizes {self.factor_sizes}")
+        return f.astype(np.int64)
+
+    def factor_values(self, factors) -> np.ndarray:
+        """float64 (n, K) physical values of grid indices: shape -> its index (names in
+        values['shape']), azimuth/tilt -> degrees, scale -> zoom, pos_x/pos_y -> fractions of W."""
+        f = self._check_factors(factors)
+        out = np.empty(f.shape, np.float64)
+        for j, name in enumerate(self.factor_names):
+            v = self.values[name]
+            out[:, j] = f[:, j] if v.dtype.kind in "US" else v[f[:, j]]
+        return out
+
+    def images_from_factors(self, factors, chunk: int = 512) -> np.ndarray:
+        """float32 (n, S, S, 1) in [0, 1], deterministic; the same warp as tf_dataset."""
+        f = self._check_factors(factors)
+        kr = len(self.rendered_sizes)
+        base = np.ravel_multi_index(f[:, :kr].T, self.rendered_sizes).astype(np.int32)  # (n,)
+        scale = self.scales[f[:, kr]]
+        px, py = self.positions[f[:, kr + 1]], self.positions[f[:, kr + 2]]
+        out = np.empty((len(f), self.image_size, self.image_size, 1), np.float32)
+        for i in range(0, len(f), chunk):
+            j = slice(i, i + chunk)
+            out[j] = self._warp(base[j], scale[j], px[j], py[j]).numpy()
+        return out
+
+    def tf_dataset(self, batch_size: int, seed: int, start: int = 0, discrete: bool = False):
+        """Infinite tf.data stream of (images float32 (B, S, S, 1), factors float32 (B, K)).
+
+        Batch k is a pure function of (seed, k), so tf_dataset(B, seed, start=s) yields exactly
+        batches s, s+1, ... of tf_dataset(B, seed) (resumable training). Rendered factors are
+        uniform over their grid and reported as indices. discrete=False: scale, pos_x, pos_y
+        are continuous uniform over their ranges and reported as physical values.
+        discrete=True: all K factors are grid indices, and images_from_factors(factors.astype(int))
+        reproduces the stream's pixels."""
+        if isinstance(batch_size, bool) or int(batch_size) < 1 or int(start) < 0:
+            raise ValueError(f"batch_size must be >= 1 and start >= 0, got {batch_size}, {start}")
+        b, n_base, discrete = int(batch_size), self._num_base, bool(discrete)
+        table = tf.constant(self._rendered_table, tf.float32)  # (N, Kr)
+        scales, positions = tf.constant(self.scales), tf.constant(self.positions)
+        (s_lo, s_hi), (p_lo, p_hi) = self.scale_range, self.pos_range
+        seed = int(seed)
+
+        def make_batch(k):
+            seeds = tf.random.experimental.stateless_split(
+                tf.stack([tf.constant(seed, tf.int64), k]), num=4
+            )  # (4, 2): independent streams for base, scale, pos_x, pos_y
+            base = tf.random.stateless_uniform(
+                [b], seeds[0], minval=0, maxval=n_base, dtype=tf.int32
+            )
+            if discrete:
+                sizes = (self.num_scales, self.num_positions, self.num_positions)
+                idx = [
+                    tf.random.stateless_uniform(
+                        [b], seeds[i + 1], minval=0, maxval=m, dtype=tf.int32
+                    )
+                    for i, m in enumerate(sizes)
+                ]  # scale, pos_x, pos_y grid indices, each (B,)
+                scale = tf.gather(scales, idx[0])
+                px, py = tf.gather(positions, idx[1]), tf.gather(positions, idx[2])
+                extra = tf.cast(tf.stack(idx, 1), tf.float32)  # (B, 3) indices
+            else:
+                u = [tf.random.stateless_uniform([b], seeds[i]) for i in (1, 2, 3)]
+                scale = s_lo + (s_hi - s_lo) * u[0]
+                px, py = p_lo + (p_hi - p_lo) * u[1], p_lo + (p_hi - p_lo) * u[2]
+                extra = tf.stack([scale, px, py], 1)  # (B, 3) physical values
+            images = self._warp(base, scale, px, py)  # (B, S, S, 1)
+            factors = tf.concat([tf.gather(table, base), extra], 1)  # (B, K)
+            return images, factors
+
+        ds = tf.data.Dataset.range(int(start), 2**62)
+        ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def config(self) -> dict:
+        """The data config, JSON-serialisable: written into runs/<name>/config.json."""
+        return dict(
+            path=self.path,
+            image_size=self.image_size,
+            scale_range=list(self.scale_range),
+            pos_range=list(self.pos_range),
+            num_scales=self.num_scales,
+            num_positions=self.num_positions,
+            factor_names=list(self.factor_names),
+            factor_sizes=[int(v) for v in self.factor_sizes],
+            render_config_hash=self.meta.get("config_hash"),
+        )
+
+    def __repr__(self) -> str:
+        sizes = dict(zip(self.factor_names, self.factor_sizes))
+        return f"ShapesDataset({self.path!r}, image_size={self.image_size}, factors={sizes})"
+
+
+def _max_radius(images: np.ndarray) -> float:
+    """Largest distance from the image centre of a nonzero pixel, plus half a pixel, in
+    fractions of the width; images uint8 (N, R, R, 1)."""
+    r = images.shape[1]
+    ys, xs = np.nonzero(images.max(axis=(0, 3)))  # union of all objects' footprints
+    if len(xs) == 0:
+        raise DatasetError("all base images are empty")
+    c = (r - 1) / 2.0
+    return float((np.sqrt((xs - c) ** 2 + (ys - c) ** 2).max() + 0.5) / r)
+
+
+def _pyramid(base: np.ndarray, size: int, min_scale: float):
+    """Resize the base renders to `size` once (area averaging = antialiased), plus coarser levels
+    of size/2, size/4, ... (each padded top-left into a size x size canvas) for small scales.
+    Returns (float32 tf (L*N, S, S, 1), level size ratios [S_l / S])."""
+    n_levels = 1 + max(0, int(math.floor(-math.log2(min_scale)))) if min_scale < 1 else 1
+    x = tf.constant(base, tf.float32) / 255.0  # (N, R, R, 1)
+    levels, ratios = [], []
+    for lvl in range(n_levels):
+        s_l = max(1, int(round(size / 2**lvl)))
+        if s_l == base.shape[1]:
+            img = x
+        elif s_l < base.shape[1]:
+            img = tf.image.resize(x, (s_l, s_l), method="area")
+        else:
+            img = tf.image.resize(x, (s_l, s_l), method="bilinear", antialias=True)
+        levels.append(tf.pad(img, [[0, 0], [0, size - s_l], [0, size - s_l], [0, 0]]))
+        ratios.append(s_l / size)
+    return tf.concat(levels, 0), ratios
+
+
+# ---------------------------------------------------------------------------- CLI helpers
+
+
+def _atomic_path(out: str) -> tuple[str, str]:
+    d = os.path.dirname(os.path.abspath(out))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=d)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file the usual mode
+    return tmp, out
+
+
+@contextlib.contextmanager
+def atomic_write(out: str):
+    """Yield a temporary path in out's directory; rename it to `out` only on success."""
+    tmp, out = _atomic_path(out)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
+    """A contact sheet of n on-the-fly samples (continuous scale/position), with labels."""
+    import matplotlib  # noqa: PLC0415 (only the CLI needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    images, factors = next(iter(ds.tf_dataset(n, seed)))
+    images, factors = images.numpy()[..., 0], factors.numpy()  # (n, S, S), (n, K)
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.9), squeeze=False)
+    names = [str(v) for v in ds.values["shape"]] if "shape" in ds.values else None
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        f = dict(zip(ds.factor_names, factors[i]))
+        label = names[int(f["shape"])] if names else ""
+        for key in ("azimuth", "tilt"):
+            if key in f:
+                label += f" {ds.values[key][int(f[key])]:.0f}°"
+        ax.set_title(f"{label} s={f['scale']:.2f}", fontsize=6, pad=1)
+    fig.suptitle(
+        f"{n} on-the-fly samples from {ds.path} at {ds.image_size}px (seed {seed})\n"
+        f"scale {ds.scale_range}, pos_x/pos_y {ds.pos_range} (x right, y down), "
+        f"factors {dict(zip(ds.factor_names, ds.factor_sizes))}",
+        fontsize=7,
+        wrap=True,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _npy_member(zf: zipfile.ZipFile, name: str, dtype, shape):
+    """Open `name`.npy for streaming inside zf and write its header; the caller writes raw bytes."""
+    fp = zf.open(f"{name}.npy", "w", force_zip64=True)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+    np.lib.format.write_array_header_2_0(fp, dict(header, shape=tuple(shape)))
+    return fp
+
+
+def export(
+    ds: ShapesDataset,
+    out: str,
+    n: int,
+    seed: int = 0,
+    dtype: str = "uint8",
+    discrete: bool = False,
+    chunk: int = 1024,
+    progress: bool = True,
+) -> str:
+    """Write n pre-transformed samples of ds.tf_dataset(chunk, seed, discrete) to the npz `out`
+    (images uint8 or float16 (n, S, S, 1), factors float32 (n, K), factor_names, factor_sizes,
+    meta JSON), streamed chunk by chunk into the zip, atomically. Read it back with data.py."""
+    if int(n) < 1 or dtype not in ("uint8", "float16"):
+        raise ValueError(f"need n >= 1 and dtype uint8|float16, got n={n}, dtype={dtype!r}")
+    n, s, k = int(n), ds.image_size, ds.num_factors
+    factors = np.empty((n, k), np.float32)
+    stream = iter(ds.tf_dataset(min(chunk, n), seed, discrete=discrete))
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=n, desc="export", unit="img")
+    with atomic_write(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        with _npy_member(zf, "images", dtype, (n, s, s, 1)) as fp:
+            done = 0
+            while done < n:
+                images, f = next(stream)
+                m = min(n - done, len(f))
+                x = images.numpy()[:m]  # (m, S, S, 1) float32 in [0, 1]
+                x = np.round(x * 255.0).astype(np.uint8) if dtype == "uint8" else x.astype(dtype)
+                fp.write(np.ascontiguousarray(x).tobytes())
+                factors[done : done + m] = f.numpy()[:m]
+                done += m
+                if bar is not None:
+                    bar.update(m)
+        meta = dict(ds.config(), n=n, seed=int(seed), discrete=bool(discrete), dtype=dtype)
+        arrays = dict(
+            factors=factors,
+            factor_names=np.array(ds.factor_names),
+            factor_sizes=np.array(ds.factor_sizes, np.int64),
+            meta=np.array(json.dumps(meta)),
+        )
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fp:
+                np.lib.format.write_array(fp, arr, allow_pickle=False)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Shapes dataset tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("sheet", "export"):
+        q = sub.add_parser(name)
+        q.add_argument("--data", default="data/shapes.npz")
+        q.add_argument("--image_size", type=int, default=128)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--out", required=name == "export", default="img/samples.png")
+        q.add_argument("--n", type=int, default=64, required=name == "export")
+        if name == "export":
+            q.add_argument("--dtype", choices=["uint8", "float16"], default="uint8")
+            q.add_argument("--discrete", action="store_true", help="grid factors (indices)")
+    a = p.parse_args(argv)
+    try:
+        ds = ShapesDataset(a.data, image_size=a.image_size)
+        if a.cmd == "sheet":
+            print(f"wrote {write_sheet(ds, a.out, n=a.n, seed=a.seed)}")
+        else:
+            path = export(ds, a.out, a.n, seed=a.seed, dtype=a.dtype, discrete=a.discrete)
+            print(f"wrote {path}: {a.n} images {a.image_size}px ({a.dtype})")
+    except (ValueError, OSError) as e:
+        print(f"dataset.py: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

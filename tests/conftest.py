@@ -1,0 +1,49 @@
+"""Shared fixtures. `shapes_npz` renders a small REAL dataset with bpy once per test session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports tensorflow
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# all 6 shapes x 4 azimuths (0, 90, 180, 270) x 2 tilts at 128 px: 48 images, ~5 s on 2 cores
+SMALL_RENDER = dict(num_azimuths=4, tilts=(15.0, 55.0), samples=8)
+
+
+@pytest.fixture(scope="session")
+def shapes_npz(tmp_path_factory) -> str:
+    """Path of a small real render (blender/render_shapes.py CLI, in a subprocess so that bpy
+    stays out of the test process): factors shape (6) x azimuth (4) x tilt (2), 128x128x1."""
+    out = tmp_path_factory.mktemp("shapes") / "shapes.npz"
+    cmd = [
+        sys.executable,
+        str(ROOT / "blender" / "render_shapes.py"),
+        "--out",
+        str(out),
+        "--num_azimuths",
+        str(SMALL_RENDER["num_azimuths"]),
+        "--tilts",
+        *[str(t) for t in SMALL_RENDER["tilts"]],
+        "--samples",
+        str(SMALL_RENDER["samples"]),
+        "--no_progress",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if r.returncode != 0 or not out.exists():
+        pytest.fail(f"rendering the test dataset failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(shapes_npz):
+    """ShapesDataset over `shapes_npz` at 32x32 with the default ranges and grid."""
+    import dataset
+
+    return dataset.ShapesDataset(shapes_npz, image_size=32)

@@ -1,0 +1,183 @@
+"""Renderer tests: real bpy renders (the session fixture, plus tiny in-process ones)."""
+
+import json
+import os
+import sys
+from importlib.metadata import version
+
+import numpy as np
+import pytest
+
+from blender import render_shapes as rs
+
+TINY = dict(shapes=("cube", "torus"), num_azimuths=2, tilts=(35.0,), resolution=32, samples=4)
+
+
+def _load(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def small(shapes_npz):
+    z = _load(shapes_npz)
+    z["grid"] = z["images"][..., 0].reshape(6, 4, 2, 128, 128)  # (shape, azimuth, tilt, H, W)
+    return z
+
+
+def _dist_from_centre(r=128):
+    yy, xx = np.mgrid[:r, :r]
+    c = (r - 1) / 2
+    return np.hypot(xx - c, yy - c)
+
+
+def test_output_contents(small):
+    assert small["images"].shape == (48, 128, 128, 1) and small["images"].dtype == np.uint8
+    assert list(small["factor_names"]) == ["shape", "azimuth", "tilt"]
+    assert list(small["values_shape"]) == list(rs.SHAPES)
+    np.testing.assert_allclose(small["values_azimuth"], [0, 90, 180, 270])
+    np.testing.assert_allclose(small["values_tilt"], [15, 55])
+    f = small["factors"]
+    assert f.shape == (48, 3) and np.issubdtype(f.dtype, np.integer)
+    assert len({tuple(r) for r in f}) == 48  # the full grid, each view once
+    meta = json.loads(str(small["meta"]))
+    assert meta["bpy_version"] == version("bpy") and meta["engine"] == "CYCLES"
+    assert meta["samples"] == 8 and meta["resolution"] == 128
+    assert meta["render_settings"]["view_transform"] == "Standard"
+    assert meta["render_settings"]["film_transparent"] is True
+    assert len(meta["config_hash"]) == 16
+
+
+def test_objects_nonempty_centred_inside_the_disc(small):
+    d = _dist_from_centre()
+    disc = rs.DISC_FRACTION * 128  # bounding sphere -> disc of radius 0.4 W
+    for img in small["images"][..., 0]:
+        on = img > 0
+        assert on.sum() > 500
+        assert d[on].max() < disc + 2  # the whole object inside its bounding disc
+        yy, xx = np.nonzero(on)
+        w = img[on].astype(float)
+        cy, cx = (yy * w).sum() / w.sum(), (xx * w).sum() / w.sum()
+        assert abs(cx - 63.5) < 0.2 * 128 and abs(cy - 63.5) < 0.2 * 128  # cones are bottom-heavy
+    sphere = small["grid"][1, 0, 0]
+    yy, xx = np.nonzero(sphere)
+    assert abs(xx.mean() - 63.5) < 1 and abs(yy.mean() - 63.5) < 1
+    assert abs(np.sqrt((sphere > 0).sum() / np.pi) - disc) < 2  # radius 0.4 W
+
+
+def test_background_exactly_zero_and_object_shaded(small):
+    outside = _dist_from_centre() > rs.DISC_FRACTION * 128 + 2
+    assert np.all(small["images"][..., 0][:, outside] == 0)
+    sphere = small["grid"][1, 0, 0]
+    inner = sphere[_dist_from_centre() < 0.37 * 128]
+    assert inner.min() > 20  # no black holes on the object
+    assert len(np.unique(inner)) > 40  # grey levels, not a flat silhouette
+
+
+def test_different_shapes_differ_and_azimuth_is_visible(small):
+    g = small["grid"].astype(np.float64)
+    for a in range(4):
+        for t in range(2):
+            for i in range(6):
+                for j in range(i + 1, 6):
+                    assert np.abs(g[i, a, t] - g[j, a, t]).mean() > 5, (i, j, a, t)
+    for s, name in enumerate(rs.SHAPES):
+        change = np.abs(g[s, 0] - g[s, 1]).mean()  # azimuth 0 vs 90 degrees
+        if name == "sphere":
+            assert change < 1  # invariant by construction (documented)
+        else:
+            assert change > 3, name  # the tilt makes cylinder, cone, torus turn visibly
+
+
+def test_same_config_same_pixels_any_worker_count():
+    cfg = rs.RenderConfig(**TINY)
+    a = rs.render_images(cfg, progress=False)
+    b = rs.render_images(cfg, progress=False)
+    np.testing.assert_array_equal(a, b)
+    c = rs.render_images(rs.RenderConfig(**TINY, workers=2), progress=False)
+    np.testing.assert_array_equal(a, c)
+    assert a.shape == (4, 32, 32, 1) and a.max() > 0
+
+
+def test_cache_reuse_and_invalidation(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "s.npz")
+    calls = []
+    real = rs.render_images
+
+    def counting(cfg, progress=True):
+        calls.append(cfg.samples)
+        return real(cfg, progress)
+
+    monkeypatch.setattr(rs, "render_images", counting)
+    assert rs.render_dataset(rs.RenderConfig(**TINY), out, progress=False) == out
+    mtime = os.stat(out).st_mtime_ns
+    rs.render_dataset(rs.RenderConfig(**TINY), out, progress=False)
+    assert calls == [4] and os.stat(out).st_mtime_ns == mtime
+    assert "reusing" in capsys.readouterr().out
+    rs.render_dataset(rs.RenderConfig(**dict(TINY, samples=2)), out, progress=False)
+    assert calls == [4, 2]  # another config hash: re-rendered
+    rs.render_dataset(rs.RenderConfig(**dict(TINY, samples=2)), out, progress=False, force=True)
+    assert calls == [4, 2, 2]
+    with open(out, "wb") as f:  # a corrupt cache file is re-rendered, not trusted
+        f.write(b"PK\x03\x04 not really a zip")
+    rs.render_dataset(rs.RenderConfig(**TINY), out, progress=False)
+    assert calls == [4, 2, 2, 4]
+    assert _load(out)["images"].shape == (4, 32, 32, 1)
+
+
+def test_failed_render_leaves_no_file(tmp_path, monkeypatch):
+    out = tmp_path / "s.npz"
+    real, n = rs.render_view, []
+
+    def flaky(*args):
+        n.append(1)
+        if len(n) == 3:
+            raise RuntimeError("render died")
+        return real(*args)
+
+    monkeypatch.setattr(rs, "render_view", flaky)
+    with pytest.raises(RuntimeError, match="render died"):
+        rs.render_dataset(rs.RenderConfig(**TINY), str(out), progress=False)
+    assert os.listdir(tmp_path) == []  # neither `out` nor a temporary file
+    leftovers = [f for f in os.listdir("/dev/shm") if f.startswith(f"render_shapes_{os.getpid()}_")]
+    assert leftovers == []
+
+    def bad_save(*a, **k):  # an interrupted write: the temporary file is removed, no `out`
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rs, "render_view", real)
+    monkeypatch.setattr(np, "savez", bad_save)
+    with pytest.raises(KeyboardInterrupt):
+        rs.render_dataset(rs.RenderConfig(**TINY), str(out), progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_shape_lists_the_valid_ones(tmp_path, capsys):
+    with pytest.raises(ValueError, match="pyramid") as e:
+        rs.RenderConfig(shapes=("cube", "pyramid")).validate()
+    assert all(s in str(e.value) for s in rs.SHAPES)
+    with pytest.raises(SystemExit) as e:
+        rs.main(["--out", str(tmp_path / "x.npz"), "--shapes", "pyramid"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "pyramid" in err and "monkey" in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_missing_bpy_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bpy", None)  # makes `import bpy` raise ImportError
+    with pytest.raises(ImportError) as e:
+        rs.import_bpy()
+    msg = str(e.value)
+    assert "make setup" in msg and "pip install bpy==5.0.1" in msg and "libx11-6" in msg
+
+
+def test_cli_reads_args_after_double_dash(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(rs, "render_dataset", lambda cfg, out, **k: seen.update(cfg=cfg, out=out))
+    out = str(tmp_path / "b.npz")
+    argv = ["blender", "-b", "-P", "blender/render_shapes.py", "--", "--out", out]
+    monkeypatch.setattr(sys, "argv", argv + ["--shapes", "cone", "--num_azimuths", "8"])
+    rs.main()
+    assert seen["out"] == out and seen["cfg"].shapes == ("cone",)
+    assert seen["cfg"].num_azimuths == 8 and seen["cfg"].tilts == (15.0, 35.0, 55.0)
