@@ -250,6 +250,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
                 epochs=end // cfg.log_every,
                 steps_per_epoch=cfg.log_every,
                 callbacks=callbacks,
+                shuffle=False,  # the stream is already a pure function of (seed, step)
                 verbose=0,
             )
         elapsed = time.time() - t0
@@ -401,7 +402,7 @@ def config_from_args(args) -> TrainConfig:
     overrides = {
         f.name: (tuple(v) if isinstance(v, list) else v)
         for f in fields(TrainConfig)
-        if (v := getattr(args, f.name, None)) is not None
+        if f.name != "preset" and (v := getattr(args, f.name, None)) is not None
     }
     return preset_config(args.preset, **overrides)
 

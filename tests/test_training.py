@@ -43,7 +43,9 @@ def test_run_directory_layout(finished_run, cfg):
     kl_cols = [f"kl_{i}" for i in range(cfg.latent_dim)]
     assert header[:4] == ["step", "loss", "recon", "kl"] and set(kl_cols) <= set(header)
     assert "img_per_s" in header
-    assert [int(r["step"]) for r in rows] == list(range(cfg.log_every, cfg.steps + 1, cfg.log_every))
+    assert [int(r["step"]) for r in rows] == list(
+        range(cfg.log_every, cfg.steps + 1, cfg.log_every)
+    )
     assert any((out / "tb").iterdir())
     frames = sorted((out / "frames").glob("frame_*.png"))
     assert len(frames) == cfg.steps // cfg.frame_every + 1  # step 0 and every frame_every steps
@@ -113,8 +115,8 @@ class _NaNAfter:
 
         def poison(step, batch):
             x, y = batch
-            bad = tf.cast(step >= self.k, tf.float32) * np.float32(np.nan)
-            return tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0]], [bad + x[0, 0, 0, 0]]), y
+            value = tf.where(step >= self.k, np.float32(np.nan), x[0, 0, 0, 0])
+            return tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0]], [value]), y
 
         return tf.data.Dataset.zip((steps, ds)).map(poison)
 
