@@ -113,7 +113,10 @@ class ShapesDataset:
     scale_range, pos_range: see the module docstring. They are checked against the real extent of
     the objects: max(scale) * r_max + max|pos| <= 0.5 - 1/R, with r_max the largest distance from
     the centre of a nonzero base pixel (plus half a pixel), in fractions of the base width R. The
-    margin is one base pixel, at every output size, so a valid config is valid at any image_size.
+    margin is one base pixel, at every output size, so a valid config is valid at any image_size:
+    no part of the object is ever cut off; at 128 px the outermost pixels stay exactly 0, at
+    small sizes (32 px) the antialiased edge of an object at the extreme scale and position may
+    grey the outermost pixel.
     """
 
     def __init__(
