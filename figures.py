@@ -1,0 +1,603 @@
+"""Figures of a trained β-VAE's latent space, and the batched encode/decode helpers they share.
+
+latentSpace.py is the public entry point and re-exports everything here; this module holds the
+array-in, PNG-out parts so that latentSpace.py stays about evaluation and reports.
+
+- ``plot_traversals`` / ``traversal_gif``: one row per latent, sorted by KL, each row decoding
+  z with one coordinate swept (Higgins et al. 2017, Fig. 1; Burgess et al. 2018, Fig. 3).
+- ``plot_reconstructions``: inputs above their reconstructions from the posterior mean.
+- ``plot_factor_response``: each latent's mean encoding against each ground-truth factor, with
+  the other factors held at random bases (which latent carries which factor).
+- ``plot_latent_geometry``: a pos_x × pos_y grid mapped into the two latents that carry
+  position (Watters et al. 2019, "Spatial Broadcast Decoder", arXiv:1901.07017, Fig. 3).
+- ``plot_kl_per_latent``: KL(q(z_d|x) ‖ N(0, 1)) per latent and the number of active units.
+
+Plots use ``matplotlib.figure.Figure`` with the Agg canvas directly, never pyplot: no global
+backend switch (a notebook keeps its own), no figure registry to leak, nothing to close. Every
+file is written to a temporary name and renamed (``rundir.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+import imaging
+import rundir
+
+ACTIVE_KL = 0.01  # nats: a latent whose mean KL exceeds this is "active" (an informative unit)
+_COLORS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]  # fmt: skip
+
+
+def latent_color(d: int) -> str:
+    """A fixed colour per latent index (tab10, then cycling), so plots of one run agree."""
+    return _COLORS[d % len(_COLORS)]
+
+
+# ----------------------------------------------------------------------------- encode / decode
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(model):
+    """(encoder_fn, decoder_fn): one tf.function each per model, traced once for any batch size.
+
+    The functions hold only a weak reference to the model, so the cache does not keep it alive.
+    """
+    fns = _COMPILED.get(model)
+    if fns is None:
+        import tensorflow as tf
+
+        ref = weakref.ref(model)
+        s, d = int(model.image_size), int(model.latent_dim)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, s, s, 1), tf.float32)])
+        def enc(x):  # (B, S, S, 1) → (mean, logvar), each (B, D)
+            return ref().encoder(x)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, d), tf.float32)])
+        def dec(z):  # (B, D) → logits (B, S, S, 1)
+            return ref().decoder(z)
+
+        fns = (enc, dec)
+        _COMPILED[model] = fns
+    return fns
+
+
+def _as_images(images, image_size: int) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 3 and x.shape[-1] != 1:  # (N, S, S) → (N, S, S, 1)
+        x = x[..., None]
+    if x.ndim == 3:  # one image (S, S, 1)
+        x = x[None]
+    if x.ndim != 4 or x.shape[1:] != (image_size, image_size, 1):
+        raise ValueError(
+            f"images have shape {x.shape}; this model takes (N, {image_size}, {image_size}, 1) "
+            "floats in [0, 1]"
+        )
+    return x
+
+
+def encode(model, images, batch: int = 256, progress: bool = False):
+    """Posterior statistics of ``images`` (N, S, S, 1) in [0, 1], computed ``batch`` at a time.
+
+    Returns (mean, logvar), float32 numpy arrays of shape (N, D).
+    """
+    x = _as_images(images, model.image_size)
+    enc, _ = _compiled(model)
+    means, logvars = [], []
+    starts = range(0, len(x), batch)
+    if progress and len(x) > batch:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="encode", unit="batch", leave=False)
+    for i in starts:
+        m, lv = enc(x[i : i + batch])
+        means.append(np.asarray(m))
+        logvars.append(np.asarray(lv))
+    d = model.latent_dim
+    if not means:
+        return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32)
+    return np.concatenate(means), np.concatenate(logvars)
+
+
+def decode(model, z, batch: int = 256, logits: bool = False) -> np.ndarray:
+    """(N, D) latents → (N, S, S, 1) pixel means in [0, 1] (or logits), ``batch`` at a time."""
+    z = np.asarray(z, np.float32).reshape(-1, model.latent_dim)
+    _, dec = _compiled(model)
+    outs = [np.asarray(dec(z[i : i + batch])) for i in range(0, len(z), batch)]
+    s = model.image_size
+    out = np.concatenate(outs) if outs else np.zeros((0, s, s, 1), np.float32)
+    return out if logits else 1.0 / (1.0 + np.exp(-out))
+
+
+class EncodeFn:
+    """``encode_fn(images (N, S, S, 1)) -> codes (N, D)``: the posterior mean, batched.
+
+    This is the representation function the metrics consume (disentanglement_lib's convention:
+    the mean of q(z|x), never a sample). ``images`` counts every image encoded, so the cost of an
+    evaluation can be stated in encoder passes.
+    """
+
+    def __init__(self, model, batch: int = 256):
+        self.model, self.batch, self.images, self.calls = model, int(batch), 0, 0
+
+    def __call__(self, images) -> np.ndarray:
+        mean, _ = encode(self.model, images, self.batch)
+        self.images += len(mean)
+        self.calls += 1
+        return mean
+
+
+def make_encode_fn(model, batch: int = 256) -> EncodeFn:
+    """The metrics' representation function for ``model`` (posterior means, batched)."""
+    return EncodeFn(model, batch)
+
+
+def kl_per_latent(mean, logvar) -> np.ndarray:
+    """KL(N(mean, exp(logvar)) ‖ N(0, 1)) per sample and latent, (N, D) → (N, D), in nats."""
+    mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+    return 0.5 * (np.exp(logvar) + mean**2 - 1.0 - logvar)
+
+
+# ----------------------------------------------------------------------------- figure plumbing
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # the Agg canvas is attached by savefig
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _save(fig, out) -> Path:
+    out = Path(out)
+    with rundir.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    fig.clear()
+    return out
+
+
+def _kl_text(v: float) -> str:
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
+def _active_mask(kl, threshold: float) -> np.ndarray:
+    return np.asarray(kl, np.float64) > threshold
+
+
+# ----------------------------------------------------------------------------- traversals
+def traversal_images(
+    model, image, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0, quantile=0.05
+) -> dict:
+    """Decoded latent traversals of one image; the data behind ``plot_traversals``/``traversal_gif``.
+
+    Every latent d is swept while the others stay at the image's posterior mean μ:
+    - default: z_d ∈ μ_d + linspace(−k, k, n_steps) · σ_d, with σ the prior's standard deviation
+      (``sigma=1.0``) or any per-latent scale (for example the data's spread of μ_d);
+    - ``prior_quantiles=True``: z_d ∈ Φ⁻¹(linspace(quantile, 1 − quantile, n_steps)), the prior's
+      quantiles, independent of the image (Burgess et al. 2018).
+    Rows are sorted by ``kl`` (D,), descending; without it, by the image's own KL per latent.
+
+    Returns dict(images (D, n_steps, S, S, 1), order (D,) latent index per row, kl (D,),
+    values (D, n_steps) the z_d of each tile, columns [str], kl_source str, mean (D,)).
+    """
+    x = _as_images(image, model.image_size)[:1]  # (1, S, S, 1)
+    mean, logvar = encode(model, x)
+    mean, logvar = mean[0], logvar[0]  # (D,)
+    d = model.latent_dim
+    if kl is None:
+        kl, kl_source = kl_per_latent(mean, logvar), "KL of this image"
+    else:
+        kl, kl_source = np.asarray(kl, np.float64).reshape(d), "mean KL"
+    order = np.argsort(-kl, kind="stable")  # most informative latent first
+    if prior_quantiles:
+        qs = np.linspace(quantile, 1.0 - quantile, n_steps)
+        grid_vals = np.array([NormalDist().inv_cdf(q) for q in qs])  # (n,)
+        values = np.tile(grid_vals, (d, 1))  # (D, n)
+        columns = [f"{v:+.2f}" for v in grid_vals]
+    else:
+        offsets = np.linspace(-k, k, n_steps)  # (n,)
+        sig = np.broadcast_to(np.asarray(sigma, np.float64), (d,))
+        values = mean[:, None] + sig[:, None] * offsets[None, :]  # (D, n)
+        columns = ["μ" if abs(o) < 1e-9 else f"μ{o:+.2g}σ" for o in offsets]
+    z = np.tile(mean, (d, n_steps, 1))  # (D rows, n, D)
+    for r, lat in enumerate(order):
+        z[r, :, lat] = values[lat]
+    decoded = decode(model, z.reshape(-1, d)).reshape(d, n_steps, *x.shape[1:])
+    return dict(
+        images=decoded, order=order, kl=kl, values=values[order], columns=columns,
+        kl_source=kl_source, mean=mean, input=x[0],
+    )  # fmt: skip
+
+
+def _traversal_png(tr: dict, out, title=None, threshold=ACTIVE_KL) -> Path:
+    tiles = tr["images"]  # (D, n, S, S, 1)
+    d, n = tiles.shape[:2]
+    # column 0: the input image (top row only), then the traversal
+    first = np.ones((d, 1, *tiles.shape[2:]), np.float32)
+    first[0] = tr["input"]
+    grid_img = imaging.grid(np.concatenate([first, tiles], axis=1), pad=2, min_tile=64)
+    h, w = grid_img.shape
+    fw, fh = w / 100 + 1.9, h / 100 + 0.65  # inches: labels left, 2 title lines on top
+    fig = _figure(fw, fh)
+    ax = fig.add_axes([1.7 / fw, 0.2 / fh, w / 100 / fw, h / 100 / fh])
+    ax.imshow(grid_img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    tile_h, tile_w = (h - 2) / d, (w - 2) / (n + 1)
+    ax.set_yticks([2 + tile_h * (r + 0.5) for r in range(d)])
+    active = _active_mask(tr["kl"], threshold)
+    ax.set_yticklabels([f"z{lat}  KL {_kl_text(tr['kl'][lat])}" for lat in tr["order"]], fontsize=8)
+    for label, lat in zip(ax.get_yticklabels(), tr["order"]):
+        label.set_color("black" if active[lat] else "0.6")
+    ax.set_xticks([2 + tile_w * (c + 0.5) for c in range(n + 1)])
+    ax.set_xticklabels(["input"] + tr["columns"], fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    sub = f"rows sorted by {tr['kl_source']} (nats); grey: inactive (KL ≤ {threshold:g})"
+    fig.suptitle(f"{title}\n{sub}" if title else sub, fontsize=9, y=0.995, va="top")
+    return _save(fig, out)
+
+
+def plot_traversals(
+    model, image, out, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0,
+    threshold=ACTIVE_KL, title=None,
+) -> Path:  # fmt: skip
+    """Latent-traversal grid (the seed's visbeta*.png; Higgins et al. 2017, Burgess et al. 2018).
+
+    One row per latent, sorted by KL (descending) and labelled with it in nats; columns sweep that
+    latent over μ ± kσ around ``image``'s encoding (or the prior's quantiles, see
+    ``traversal_images``); the first column shows the input. Inactive latents (KL ≤ ``threshold``)
+    have grey labels: their rows should not change. Writes a PNG atomically and returns its path.
+    """
+    tr = traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
+    return _traversal_png(tr, out, title, threshold)
+
+
+def _traversal_frames(tr: dict, threshold=ACTIVE_KL, title=None) -> list[np.ndarray]:
+    from PIL import Image, ImageDraw
+
+    tiles = tr["images"]  # (D, n, S, S, 1)
+    d, n = tiles.shape[:2]
+    active = _active_mask(tr["kl"], threshold)
+    frames = []
+    steps = list(range(n)) + list(range(n - 2, 0, -1))  # ping-pong, so the loop is seamless
+    for c in steps:
+        strip = imaging.grid(tiles[None, :, c], pad=2, min_tile=64)  # (H, D·W) one tile per row
+        band = Image.new("L", (strip.shape[1], 14), 255)
+        draw = ImageDraw.Draw(band)
+        tile_w = (strip.shape[1] - 2) / d
+        for r, lat in enumerate(tr["order"]):
+            draw.text((4 + r * tile_w, 1), f"z{lat} {_kl_text(tr['kl'][lat])}",
+                      fill=0 if active[lat] else 150)  # fmt: skip
+        frame = np.concatenate([np.asarray(band), strip], axis=0)
+        head = f"{title}  " if title else ""
+        frames.append(imaging.caption(frame, f"{head}step {c + 1}/{n}: {tr['columns'][c]}"))
+    return frames
+
+
+def traversal_gif(
+    model, image, out, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0,
+    threshold=ACTIVE_KL, title=None, fps=6.0,
+) -> Path:  # fmt: skip
+    """Animated traversal: one tile per latent (sorted by KL), every frame moves all of them one
+    step along their sweep, forth and back. Same arguments as ``plot_traversals``; GIF, atomic."""
+    tr = traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
+    return imaging.save_gif(out, _traversal_frames(tr, threshold, title), fps=fps)
+
+
+# ----------------------------------------------------------------------------- reconstructions
+def plot_reconstructions(model, images, out, title=None) -> Path:
+    """Inputs (top row) above their reconstructions decode(E[q(z|x)]) (bottom row); PNG."""
+    x = _as_images(images, model.image_size)  # (N, S, S, 1)
+    mean, _ = encode(model, x)
+    recon = decode(model, mean)  # (N, S, S, 1)
+    grid_img = imaging.grid(np.stack([x, recon]), pad=2, min_tile=64)
+    h, w = grid_img.shape
+    fig = _figure(w / 100 + 1.2, h / 100 + 0.6)
+    ax = fig.add_axes([1.1 / (w / 100 + 1.2), 0.05, w / 100 / (w / 100 + 1.2),
+                       h / 100 / (h / 100 + 0.6)])  # fmt: skip
+    ax.imshow(grid_img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([h / 4, 3 * h / 4])
+    ax.set_yticklabels(["input", "reconstruction"], fontsize=9)
+    ax.tick_params(length=0)
+    mse = float(np.mean((x - recon) ** 2))
+    fig.suptitle(f"{title + ': ' if title else ''}mean squared pixel error {mse:.4f}", fontsize=9)
+    return _save(fig, out)
+
+
+# ----------------------------------------------------------------------------- factor response
+def factor_sweep_factors(sampler, n_bases: int, rng) -> tuple[np.ndarray, list[slice]]:
+    """Factors (Σ_k n_bases·n_k, K) that sweep each factor k over its whole grid with the other
+    factors held at ``n_bases`` random bases; plus one slice per factor into the rows.
+
+    Rows of factor k, reshaped to (n_bases, n_k, K), hold base b with factor k at index i.
+    """
+    bases = sampler.sample_factors(n_bases, rng)  # (B, K): the same bases for every factor
+    blocks, slices, start = [], [], 0
+    for k, n_k in enumerate(sampler.factor_sizes):
+        f = np.repeat(bases, n_k, axis=0)  # (B·n_k, K)
+        f[:, k] = np.tile(np.arange(n_k), n_bases)
+        blocks.append(f)
+        slices.append(slice(start, start + len(f)))
+        start += len(f)
+    return np.concatenate(blocks).astype(np.int64), slices
+
+
+def _factor_axis(sampler, k: int):
+    """(x values (n_k,), tick labels or None) for factor k: physical values, or category names."""
+    n_k = sampler.factor_sizes[k]
+    name = sampler.factor_names[k]
+    values = getattr(sampler, "values", {}).get(name) if hasattr(sampler, "values") else None
+    if values is not None and np.asarray(values).dtype.kind in "USO":
+        return np.arange(n_k, dtype=float), [str(v) for v in values]
+    probe = np.zeros((n_k, len(sampler.factor_sizes)), np.int64)
+    probe[:, k] = np.arange(n_k)
+    try:
+        return np.asarray(sampler.factor_values(probe), float)[:, k], None
+    except (AttributeError, NotImplementedError):
+        return np.arange(n_k, dtype=float), None
+
+
+def factor_response(model, sampler, n_bases=16, rng=None, batch=256, progress=False) -> dict:
+    """Mean and spread (over bases) of every latent's posterior mean as each factor is swept.
+
+    Returns dict(mean [K × (n_k, D)], std [K × (n_k, D)], x [K × (n_k,)], ticks [K × labels|None],
+    kl (D,) mean KL over all swept images, response (K, D) the variance over the grid of each
+    latent's mean curve, names [K], n_bases). All images are encoded in one batched pass.
+    """
+    rng = np.random.RandomState(0) if rng is None else rng
+    factors, slices = factor_sweep_factors(sampler, n_bases, rng)
+    images = sampler.images_from_factors(factors)  # (Σ, S, S, 1)
+    mean, logvar = encode(model, images, batch, progress=progress)  # (Σ, D) each
+    out = dict(mean=[], std=[], x=[], ticks=[], names=list(sampler.factor_names), n_bases=n_bases)
+    out["kl"] = kl_per_latent(mean, logvar).mean(axis=0)  # (D,)
+    response = []
+    for k, sl in enumerate(slices):
+        m = mean[sl].reshape(n_bases, sampler.factor_sizes[k], -1)  # (B, n_k, D)
+        mu, sd = m.mean(axis=0), m.std(axis=0)  # (n_k, D)
+        x, ticks = _factor_axis(sampler, k)
+        out["mean"].append(mu)
+        out["std"].append(sd)
+        out["x"].append(x)
+        out["ticks"].append(ticks)
+        response.append(mu.var(axis=0))  # (D,): how far the mean code moves along factor k
+    out["response"] = np.array(response)  # (K, D)
+    return out
+
+
+def plot_factor_response(
+    model, sampler, out, n_bases=16, rng=None, kl=None, threshold=ACTIVE_KL, title=None,
+    batch=256, progress=False,
+) -> Path:  # fmt: skip
+    """Factor-response plot (the seed's valbeta*.png): which latent carries which factor.
+
+    For every ground-truth factor k, the factor is swept over its grid with the others held at
+    ``n_bases`` random bases; one subplot per factor shows each latent's posterior mean against
+    the factor's value, averaged over the bases (line) ± one standard deviation (band). Active
+    latents (KL > ``threshold``, from ``kl`` or from these encodings) are coloured and thick,
+    inactive ones thin and grey; the subplot title names the latent that moves most. Categorical
+    factors (shape) put the category names on the x axis. Writes a PNG atomically.
+    """
+    fr = factor_response(model, sampler, n_bases, rng, batch, progress)
+    kl = fr["kl"] if kl is None else np.asarray(kl, np.float64)
+    active = _active_mask(kl, threshold)
+    n_f = len(fr["names"])
+    cols = min(3, n_f)
+    rows = -(-n_f // cols)
+    fig = _figure(4.2 * cols, 3.2 * rows + 1.0)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    handles = {}
+    for k, name in enumerate(fr["names"]):
+        ax = axes.flat[k]
+        x, mu, sd, ticks = fr["x"][k], fr["mean"][k], fr["std"][k], fr["ticks"][k]
+        categorical = ticks is not None
+        for d in np.argsort(active):  # inactive first, so active curves are drawn on top
+            if active[d]:
+                style = dict(color=latent_color(d), lw=2.0, marker="o", ms=3, zorder=3)
+                ax.fill_between(x, mu[:, d] - sd[:, d], mu[:, d] + sd[:, d],
+                                color=latent_color(d), alpha=0.12, lw=0)  # fmt: skip
+                label = f"z{d} (KL {_kl_text(kl[d])})"
+            else:
+                style = dict(color="0.7", lw=0.8, ls="--", zorder=1)
+                label = f"inactive (KL ≤ {threshold:g})"
+            if categorical:
+                style.update(ls="none" if active[d] else ":", marker="o", ms=4 if active[d] else 2)
+            h = ax.plot(x, mu[:, d], **style)[0]
+            handles.setdefault(label, h)
+        resp = np.where(active, fr["response"][k], -1.0)
+        top = int(np.argmax(resp)) if active.any() else None
+        carrier = f" → z{top}" if top is not None else ""
+        ax.set_title(f"{name}{carrier}", fontsize=10)
+        ax.set_xlabel(name + (" (index)" if categorical else ""), fontsize=8)
+        ax.set_ylabel("posterior mean μ_d", fontsize=8)
+        if categorical:
+            ax.set_xticks(x)
+            ax.set_xticklabels(ticks, rotation=30, fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n_f:]:
+        ax.set_visible(False)
+    labels = sorted(handles, key=lambda s: (s.startswith("inactive"), len(s), s))
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center",
+               ncol=min(6, len(labels)), fontsize=8, frameon=False)  # fmt: skip
+    head = f"{title}\n" if title else ""
+    fig.suptitle(f"{head}each latent's mean encoding vs each factor (mean ± std over "
+                 f"{fr['n_bases']} random bases of the other factors)", fontsize=10)  # fmt: skip
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.86 if title else 0.9, bottom=0.14,
+                        hspace=0.55, wspace=0.3)  # fmt: skip
+    return _save(fig, out)
+
+
+# ----------------------------------------------------------------------------- latent geometry
+def _corr(codes, target) -> np.ndarray:
+    """Pearson r of every code column with ``target``; 0 for a constant column (no NaN)."""
+    c = codes - codes.mean(axis=0)
+    t = target - target.mean()
+    denom = np.sqrt((c**2).sum(axis=0) * (t**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (c * t[:, None]).sum(axis=0) / denom
+    return np.where(denom > 1e-12, r, 0.0)
+
+
+def pick_position_latents(codes, pos_x, pos_y) -> tuple[int, int, float, float]:
+    """The two *different* latents that together carry position best: (d_x, d_y, r_x, r_y).
+
+    The pair {a, b} maximises R²(x | z_a, z_b) + R²(y | z_a, z_b) of affine fits, so an entangled
+    model whose position lives in a rotated pair of latents shows that pair (a rotated grid), not
+    two weakly related latents that happen to correlate; then the pair is oriented to maximise
+    |r(z_dx, x)| + |r(z_dy, y)|. r_x, r_y are the signed Pearson correlations (0 for a constant
+    latent). codes (N, D) with D ≥ 2, pos_x and pos_y (N,).
+    """
+    codes = np.asarray(codes, np.float64)
+    x, y = np.asarray(pos_x, np.float64), np.asarray(pos_y, np.float64)
+    if codes.ndim != 2 or codes.shape[1] < 2 or len(codes) != len(x) or len(x) != len(y):
+        raise ValueError(f"codes must be (N, D) with D ≥ 2 and N = len(pos_x) = len(pos_y), got "
+                         f"{codes.shape}, {x.shape}, {y.shape}")  # fmt: skip
+    rx, ry = _corr(codes, x), _corr(codes, y)  # (D,) each
+    best, pair = -np.inf, (0, 1)
+    d = codes.shape[1]
+    for a in range(d):
+        for b in range(a + 1, d):
+            feats = codes[:, [a, b]]
+            score = _linear_r2(feats, x) + _linear_r2(feats, y)
+            if score > best + 1e-9:
+                best, pair = score, (a, b)
+    a, b = pair
+    if abs(rx[a]) + abs(ry[b]) >= abs(rx[b]) + abs(ry[a]):
+        dx, dy = a, b
+    else:
+        dx, dy = b, a
+    return int(dx), int(dy), float(rx[dx]), float(ry[dy])
+
+
+def _linear_r2(features, target) -> float:
+    """R² of the least-squares affine fit target ≈ features · w + b."""
+    a = np.column_stack([features, np.ones(len(features))])
+    w, *_ = np.linalg.lstsq(a, target, rcond=None)
+    ss = ((target - target.mean()) ** 2).sum()
+    return float(1.0 - ((target - a @ w) ** 2).sum() / ss) if ss > 0 else 0.0
+
+
+def latent_geometry(model, sampler, n_bases=2, rng=None, batch=256) -> dict:
+    """Encodes the full pos_x × pos_y grid at ``n_bases`` random settings of the other factors.
+
+    Returns dict(codes (B, nx, ny, D), x (nx,), y (ny,), latents (dx, dy), corr (r_x, r_y) signed,
+    r2 (R² of the affine fit of x and of y from (z_dx, z_dy)), bases (B, K)).
+    """
+    names = list(sampler.factor_names)
+    missing = [n for n in ("pos_x", "pos_y") if n not in names]
+    if missing:
+        raise ValueError(f"the sampler has no factor {missing} (factors: {names})")
+    kx, ky = names.index("pos_x"), names.index("pos_y")
+    nx, ny = sampler.factor_sizes[kx], sampler.factor_sizes[ky]
+    rng = np.random.RandomState(0) if rng is None else rng
+    bases = sampler.sample_factors(n_bases, rng)  # (B, K)
+    f = np.repeat(bases, nx * ny, axis=0)  # (B·nx·ny, K)
+    gx, gy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")  # (nx, ny) each
+    f[:, kx] = np.tile(gx.ravel(), n_bases)
+    f[:, ky] = np.tile(gy.ravel(), n_bases)
+    mean, _ = encode(model, sampler.images_from_factors(f), batch)  # (B·nx·ny, D)
+    x_axis, _ = _factor_axis(sampler, kx)
+    y_axis, _ = _factor_axis(sampler, ky)
+    xs, ys = x_axis[f[:, kx]], y_axis[f[:, ky]]
+    dx, dy, rx, ry = pick_position_latents(mean, xs, ys)
+    feats = mean[:, [dx, dy]]
+    return dict(
+        codes=mean.reshape(n_bases, nx, ny, -1), x=x_axis, y=y_axis, latents=(dx, dy),
+        corr=(rx, ry), r2=(_linear_r2(feats, xs), _linear_r2(feats, ys)), bases=bases,
+    )  # fmt: skip
+
+
+def plot_latent_geometry(
+    model, sampler, out, n_bases=2, rng=None, title=None, return_info=False, batch=256
+):
+    """Latent-space geometry of position (Watters et al. 2019, Fig. 3).
+
+    A pos_x × pos_y grid of images (other factors fixed at ``n_bases`` random bases, one panel
+    each) is encoded and drawn in the two different latents that carry position best
+    (``pick_position_latents``); each latent's sign is flipped where needed so that pos_x grows
+    to the right and pos_y downward, as in the ground-truth panel on the left. Lines join points
+    of constant pos_x (blue) and of constant pos_y (orange): a disentangled model draws an
+    undistorted, axis-aligned grid; an entangled one rotates, shears or folds it. The title gives
+    the correlation of each latent with its factor (1 for an axis-aligned grid) and the R² of an
+    affine fit of x and y from the two latents (1 for an undistorted one). PNG, atomic.
+    Returns the path, or (path, info dict from ``latent_geometry``) with ``return_info``.
+    """
+    g = latent_geometry(model, sampler, n_bases, rng, batch)
+    dx, dy = g["latents"]
+    sx, sy = (1.0 if g["corr"][0] >= 0 else -1.0), (1.0 if g["corr"][1] >= 0 else -1.0)
+    nb = g["codes"].shape[0]
+    fig = _figure(3.6 * (nb + 1), 4.4)
+    axes = fig.subplots(1, nb + 1, squeeze=False)[0]
+    gx, gy = np.meshgrid(g["x"], g["y"], indexing="ij")  # (nx, ny)
+    panels = [(gx, gy, "ground truth", "pos_x", "pos_y")]
+    lx, ly = ("" if sx > 0 else "−") + f"z{dx}", ("" if sy > 0 else "−") + f"z{dy}"
+    for b in range(nb):
+        c = g["codes"][b]  # (nx, ny, D)
+        panels.append((sx * c[..., dx], sy * c[..., dy], f"base {b + 1}", lx, ly))
+    for ax, (u, v, name, xl, yl) in zip(axes, panels):
+        for i in range(u.shape[0]):  # constant pos_x: vary y
+            ax.plot(u[i], v[i], color="#1f77b4", lw=0.9, alpha=0.8)
+        for j in range(u.shape[1]):  # constant pos_y: vary x
+            ax.plot(u[:, j], v[:, j], color="#ff7f0e", lw=0.9, alpha=0.8)
+        ax.scatter(u.ravel(), v.ravel(), s=4, color="k", zorder=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xl, fontsize=8)
+        ax.set_ylabel(yl + " (grows downward)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.invert_yaxis()  # image rows grow downward: pos_y (and its latent) point down
+    head = f"{title}\n" if title else ""
+    fig.suptitle(
+        f"{head}position latents z{dx} (x, r={g['corr'][0]:+.2f}) and z{dy} (y, r={g['corr'][1]:+.2f}); "
+        f"affine fit R²: x {g['r2'][0]:.2f}, y {g['r2'][1]:.2f}\n"
+        "blue: constant pos_x, orange: constant pos_y; disentangled = undistorted axis-aligned grid",
+        fontsize=9,
+    )
+    fig.subplots_adjust(
+        left=0.07, right=0.98, top=0.76 if title else 0.82, bottom=0.12, wspace=0.35
+    )
+    path = _save(fig, out)
+    return (path, g) if return_info else path
+
+
+# ----------------------------------------------------------------------------- KL per latent
+def plot_kl_per_latent(kl, out, threshold=ACTIVE_KL, title=None) -> Path:
+    """Bar chart of the mean KL(q(z_d|x) ‖ N(0, 1)) of every latent (nats, log scale), with the
+    active-unit threshold as a dashed line and the number of active units (KL > threshold)
+    in the title. ``kl`` (D,): from history.csv's last row or from encodings of samples. PNG."""
+    kl = np.asarray(kl, np.float64).ravel()
+    active = _active_mask(kl, threshold)
+    fig = _figure(max(4.0, 0.45 * len(kl) + 1.5), 3.2)
+    ax = fig.add_subplot(1, 1, 1)
+    floor = min(threshold / 10.0, max(kl.min(), 1e-6)) if len(kl) else threshold / 10
+    shown = np.maximum(kl, floor)
+    colors = [latent_color(d) if a else "0.75" for d, a in enumerate(active)]
+    ax.bar(np.arange(len(kl)), shown, color=colors, bottom=0)
+    ax.axhline(threshold, color="k", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, max(shown.max() * 3, threshold * 10) if len(kl) else 1)
+    for d, v in enumerate(kl):
+        ax.text(d, shown[d] * 1.15, f"{v:.2g}", ha="center", fontsize=7)
+    ax.set_xticks(np.arange(len(kl)))
+    ax.set_xticklabels([f"z{d}" for d in range(len(kl))], fontsize=8)
+    ax.set_ylabel("KL (nats)", fontsize=8)
+    head = f"{title}: " if title else ""
+    ax.set_title(
+        f"{head}{int(active.sum())} of {len(kl)} active units (KL > {threshold:g} nats)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+__all__ = [
+    "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "factor_sweep_factors",
+    "kl_per_latent", "latent_color", "latent_geometry", "make_encode_fn", "pick_position_latents",
+    "plot_factor_response", "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions",
+    "plot_traversals", "traversal_gif", "traversal_images",
+]  # fmt: skip
