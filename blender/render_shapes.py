@@ -340,8 +340,12 @@ def _inside_blender_binary() -> bool:
     return bool(bpy is not None and getattr(bpy.app, "binary_path", ""))
 
 
-def render_images(cfg: RenderConfig, progress: bool = True) -> np.ndarray:
-    """Render every view of `cfg`; returns uint8 (N, R, R, 1) in `cfg.views()` order."""
+def render_images(cfg: RenderConfig, progress: bool = True, timing: dict | None = None):
+    """Render every view of `cfg`; returns uint8 (N, R, R, 1) in `cfg.views()` order.
+    `timing`, if given, receives setup_seconds (bpy import + scene; None with workers > 1, where
+    the children's start-up overlaps rendering) and render_seconds (the rest)."""
+    t0 = time.perf_counter()
+    setup = None
     views = cfg.views()
     az, tilts = cfg.azimuths(), cfg.tilts
     jobs = [(i, cfg.shapes[s], float(az[a]), tilts[t]) for i, (s, a, t) in enumerate(views)]
@@ -353,6 +357,7 @@ def render_images(cfg: RenderConfig, progress: bool = True) -> np.ndarray:
     with _progress(len(jobs), progress) as bar:
         if workers == 1:
             bpy, objs = build_scene(cfg)
+            setup = time.perf_counter() - t0
             for i, shape, a, t in jobs:
                 out[i, ..., 0] = render_view(bpy, objs, cfg, shape, a, t)
                 if bar is not None:
@@ -370,6 +375,8 @@ def render_images(cfg: RenderConfig, progress: bool = True) -> np.ndarray:
                         out[i, ..., 0] = img
                     if bar is not None:
                         bar.update(len(done))
+    if timing is not None:
+        timing.update(setup_seconds=setup, render_seconds=time.perf_counter() - t0 - (setup or 0))
     return out
 
 
@@ -425,8 +432,8 @@ def render_dataset(
             print(f"render_shapes: reusing {out} (config hash {cfg.config_hash()})")
             return out
         print(f"render_shapes: re-rendering {out}: {why}")
-    t0 = time.perf_counter()
-    images = render_images(cfg, progress=progress)
+    t0, timing = time.perf_counter(), {}
+    images = render_images(cfg, progress=progress, timing=timing)
     seconds = time.perf_counter() - t0
     views = np.asarray(cfg.views(), np.int64).reshape(-1, 3)
     meta = dict(
@@ -453,8 +460,12 @@ def render_dataset(
             seed_per_view="crc32(f'{seed}:{shape}:{azimuth:.6f}:{tilt:.6f}')",
         ),
         disc_fraction=DISC_FRACTION,
-        render_seconds=round(seconds, 3),
-        seconds_per_image=round(seconds / len(images), 4),
+        total_seconds=round(seconds, 3),
+        setup_seconds=None
+        if timing["setup_seconds"] is None
+        else round(timing["setup_seconds"], 3),
+        render_seconds=round(timing["render_seconds"], 3),
+        seconds_per_image=round(timing["render_seconds"] / len(images), 4),
         workers=cfg.workers,
     )
     _save_atomic(

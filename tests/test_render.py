@@ -104,9 +104,9 @@ def test_cache_reuse_and_invalidation(tmp_path, monkeypatch, capsys):
     calls = []
     real = rs.render_images
 
-    def counting(cfg, progress=True):
+    def counting(cfg, progress=True, **kw):
         calls.append(cfg.samples)
-        return real(cfg, progress)
+        return real(cfg, progress, **kw)
 
     monkeypatch.setattr(rs, "render_images", counting)
     assert rs.render_dataset(rs.RenderConfig(**TINY), out, progress=False) == out
