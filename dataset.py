@@ -211,8 +211,9 @@ class ShapesDataset:
 
     # ------------------------------------------------------------------ sampler API
     def sample_factors(self, n: int, rng: np.random.RandomState) -> np.ndarray:
-        """int64 (n, K), uniform over the factor grid."""
-        return np.stack([rng.randint(0, k, size=n) for k in self.factor_sizes], 1).astype(np.int64)
+        """int64 (n, K), uniform over the factor grid (rng: RandomState, or a numpy Generator)."""
+        draw = rng.randint if hasattr(rng, "randint") else rng.integers
+        return np.stack([draw(0, k, size=n) for k in self.factor_sizes], 1).astype(np.int64)
 
     def _check_factors(self, factors) -> np.ndarray:
         f = np.asarray(factors)

@@ -486,7 +486,10 @@ def render_dataset(
 
 def main(argv: list[str] | None = None) -> str:
     if argv is None:  # `blender -b -P render_shapes.py -- ARGS` passes Blender's own args first
-        argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
+        if "--" in sys.argv:
+            argv = sys.argv[sys.argv.index("--") + 1 :]
+        else:
+            argv = [] if _inside_blender_binary() else sys.argv[1:]
     d = RenderConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="data/shapes.npz")
