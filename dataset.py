@@ -58,7 +58,7 @@ def load_renders(path: str) -> dict:
             values = {n: z[f"values_{n}"] for n in names}
             images, factors = z["images"], z["factors"]  # reading checks each member's CRC
             meta = json.loads(str(z["meta"]))
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeError) as e:
+    except Exception as e:  # zipfile, zlib, npy header, JSON, CRC: all mean "corrupt"
         raise DatasetError(
             f"dataset file {path!r} is truncated or corrupt ({type(e).__name__}: {e}); {fix}"
         ) from e
