@@ -256,25 +256,40 @@ def plot_traversals(
     return _traversal_png(tr, out, title, threshold)
 
 
+def _font(size: int):
+    """DejaVu Sans (shipped with matplotlib: has μ, σ, β) for text drawn into GIF frames."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except OSError:
+        return ImageFont.load_default()
+
+
 def _traversal_frames(tr: dict, threshold=ACTIVE_KL, title=None) -> list[np.ndarray]:
     from PIL import Image, ImageDraw
 
     tiles = tr["images"]  # (D, n, S, S, 1)
     d, n = tiles.shape[:2]
     active = _active_mask(tr["kl"], threshold)
+    small, big = _font(10), _font(12)
     frames = []
     steps = list(range(n)) + list(range(n - 2, 0, -1))  # ping-pong, so the loop is seamless
     for c in steps:
-        strip = imaging.grid(tiles[None, :, c], pad=2, min_tile=64)  # (H, D·W) one tile per row
-        band = Image.new("L", (strip.shape[1], 14), 255)
+        strip = imaging.grid(tiles[None, :, c], pad=2, min_tile=64)  # (H, D·W): one tile per latent
+        band = Image.new("L", (strip.shape[1], 34), 255)
         draw = ImageDraw.Draw(band)
+        head = f"{title}   " if title else ""
+        draw.text((4, 1), f"{head}step {c + 1}/{n}: {tr['columns'][c]}", fill=0, font=big)
         tile_w = (strip.shape[1] - 2) / d
         for r, lat in enumerate(tr["order"]):
-            draw.text((4 + r * tile_w, 1), f"z{lat} {_kl_text(tr['kl'][lat])}",
-                      fill=0 if active[lat] else 150)  # fmt: skip
-        frame = np.concatenate([np.asarray(band), strip], axis=0)
-        head = f"{title}  " if title else ""
-        frames.append(imaging.caption(frame, f"{head}step {c + 1}/{n}: {tr['columns'][c]}"))
+            draw.text((4 + r * tile_w, 19), f"z{lat} KL {_kl_text(tr['kl'][lat])}",
+                      fill=0 if active[lat] else 150, font=small)  # fmt: skip
+        frame = np.concatenate([np.asarray(band), strip], axis=0)  # (H', W) uint8
+        # RGB frames: greyscale GIFs whose frames get different local palettes are read back by
+        # Pillow 13 as a mix of L and RGB frames, which imageio.mimread cannot stack
+        frames.append(np.repeat(frame[..., None], 3, axis=-1))
     return frames
 
 
@@ -444,13 +459,15 @@ def _corr(codes, target) -> np.ndarray:
 
 
 def pick_position_latents(codes, pos_x, pos_y) -> tuple[int, int, float, float]:
-    """The two *different* latents that together carry position best: (d_x, d_y, r_x, r_y).
+    """The two *different* latents that carry position best: (d_x, d_y, r_x, r_y).
 
-    The pair {a, b} maximises R²(x | z_a, z_b) + R²(y | z_a, z_b) of affine fits, so an entangled
-    model whose position lives in a rotated pair of latents shows that pair (a rotated grid), not
-    two weakly related latents that happen to correlate; then the pair is oriented to maximise
-    |r(z_dx, x)| + |r(z_dy, y)|. r_x, r_y are the signed Pearson correlations (0 for a constant
-    latent). codes (N, D) with D ≥ 2, pos_x and pos_y (N,).
+    Maximises, over ordered pairs dx ≠ dy,
+        R²(x | z_dx, z_dy) + R²(y | z_dx, z_dy)  +  r(z_dx, x)² + r(z_dy, y)²
+    (affine-fit R² and Pearson r): the first half finds the pair that spans position, so an
+    entangled model whose position lives in a rotated pair of latents shows that pair (a rotated
+    grid) rather than two weakly related latents; the second half prefers, among pairs that span
+    it equally well, the axis-aligned one. r_x, r_y are the signed correlations (0 for a
+    constant latent). codes (N, D) with D ≥ 2, pos_x and pos_y (N,).
     """
     codes = np.asarray(codes, np.float64)
     x, y = np.asarray(pos_x, np.float64), np.asarray(pos_y, np.float64)
@@ -458,19 +475,17 @@ def pick_position_latents(codes, pos_x, pos_y) -> tuple[int, int, float, float]:
         raise ValueError(f"codes must be (N, D) with D ≥ 2 and N = len(pos_x) = len(pos_y), got "
                          f"{codes.shape}, {x.shape}, {y.shape}")  # fmt: skip
     rx, ry = _corr(codes, x), _corr(codes, y)  # (D,) each
-    best, pair = -np.inf, (0, 1)
+    best, pick = -np.inf, (0, 1)
     d = codes.shape[1]
     for a in range(d):
         for b in range(a + 1, d):
             feats = codes[:, [a, b]]
-            score = _linear_r2(feats, x) + _linear_r2(feats, y)
-            if score > best + 1e-9:
-                best, pair = score, (a, b)
-    a, b = pair
-    if abs(rx[a]) + abs(ry[b]) >= abs(rx[b]) + abs(ry[a]):
-        dx, dy = a, b
-    else:
-        dx, dy = b, a
+            joint = _linear_r2(feats, x) + _linear_r2(feats, y)
+            for dx, dy in ((a, b), (b, a)):
+                score = joint + rx[dx] ** 2 + ry[dy] ** 2
+                if score > best + 1e-12:
+                    best, pick = score, (dx, dy)
+    dx, dy = pick
     return int(dx), int(dy), float(rx[dx]), float(ry[dy])
 
 
