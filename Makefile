@@ -6,12 +6,13 @@ SWEEP   ?= runs/demo
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test test-fast bench stress figures lint format clean
+.PHONY: setup data demo test bench stress figures lint format clean
 
 setup:
 	@bash scripts/setup.sh
 
-$(DATA): | setup
+## data: render the default dataset (cached by a hash of the render config)
+data: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
 
 ## demo: render the shapes, a sample sheet, a 3-β demo sweep and its report (≈15 min on 2 cores)
