@@ -55,18 +55,28 @@ def atomic_path(path, suffix=None):
     destination is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent
+        )
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):  # disk full, read-only, permissions: name the file, not errno
+            raise RunDirError(
+                f"{path}: could not be written ({e.strerror or e}); the previous version, if any, "
+                f"is intact. Free some space or fix {path.parent}, then re-run the same command "
+                "(a training run resumes from its last checkpoint)."
+            ) from e
         raise
 
 
@@ -164,6 +174,16 @@ def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     variables = _model_state(model)
     arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    bad = [v.path for v, a in zip(variables, arrays.values())
+           if a.dtype.kind == "f" and not np.isfinite(a).all()]  # fmt: skip
+    if bad:  # a finite loss can still come with a NaN update: never checkpoint it
+        kept = list_checkpoints(run_dir)
+        raise NonFiniteLoss(
+            f"{run_dir}: the weights became non-finite by step {step} ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); not checkpointed, "
+            + (f"the last good checkpoint {kept[-1]} is intact" if kept else "no checkpoint yet")
+            + ". Lower --lr or β and start over with --fresh (or another --out)."
+        )
     meta = {"step": int(step), "paths": [v.path for v in variables], **extra}
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), np.uint8)
     buf = io.BytesIO()
@@ -173,6 +193,26 @@ def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+# Temporary files of atomic_path (".<name>.<8 random chars><suffix>") that only training writes:
+# a kill -9 mid-write leaves one behind; they never match a final name and are removed on resume.
+_TRAINING_TEMP_RE = re.compile(
+    r"^\.(ckpt-\d{8}\.npz|frame_\d{8}\.png|history\.csv|config\.json|summary\.json|"
+    r"model\.keras|training\.gif)\.[A-Za-z0-9_]{8}(\.tmp|\.png|\.keras|\.gif)$"
+)
+
+
+def remove_stale_temps(run_dir) -> list[Path]:
+    """Deletes temporary files left by a killed training process; call it holding the RunLock."""
+    removed = []
+    for d in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / "frames"):
+        if d.is_dir():
+            for p in d.iterdir():
+                if _TRAINING_TEMP_RE.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
 
 
 def list_checkpoints(run_dir) -> list[Path]:
@@ -186,10 +226,17 @@ def list_checkpoints(run_dir) -> list[Path]:
 def read_checkpoint(path) -> tuple[dict, list]:
     """(meta, arrays) of one checkpoint; RunDirError naming the file if it is unreadable."""
     try:
+        # np.load reads a member only as far as its header says, so zipfile checks the CRC-32
+        # only of members read to the end: a flipped bit in an .npy header length would shift
+        # the weights silently. testzip() reads every member in full and checks every CRC.
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"bad CRC-32 for {bad}")
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes().decode())
             arrays = [z[f"v{i:04d}"] for i in range(len(meta["paths"]))]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except Exception as e:  # noqa: BLE001  any unreadable checkpoint is a corrupt checkpoint
         raise RunDirError(
             f"{path}: checkpoint is corrupt or truncated ({type(e).__name__}: {e})"
         ) from None
