@@ -53,7 +53,8 @@ class NaNGuard(_StepCallback):
             )
             raise rundir.NonFiniteLoss(
                 f"{self.out}: the loss became {loss} at step {self.step(batch)}; training stopped and "
-                f"{kept}. Lower --lr (now {self.cfg.lr:g}) or β, then re-run to resume, or pass --fresh."
+                f"{kept}. Re-running the same command would diverge again: lower --lr (now "
+                f"{self.cfg.lr:g}) or β and start over with --fresh (or use another --out)."
             )
 
 

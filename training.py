@@ -206,14 +206,17 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with rundir.RunLock(out):
+        # A missing or corrupt data file fails here, before --fresh deletes anything and before
+        # config.json is written (which would make the corrected command a "changed config").
+        data = make_dataset(cfg)
         if fresh:
             for name in ("checkpoints", "frames", "tb", "history.csv", "training.gif",
                          "model.keras", "summary.json", "metrics.json", "config.json"):  # fmt: skip
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         _check_or_write_config(cfg, out)
+        rundir.remove_stale_temps(out)  # temporary files of a killed writer (we hold the lock)
 
-        data = make_dataset(cfg)
         strategy = make_strategy(cfg)
         model = build_model(cfg, strategy)
         meta = rundir.restore_latest(out, model)
@@ -296,6 +299,10 @@ def _check_or_write_config(cfg: TrainConfig, out: Path) -> None:
     new = asdict(cfg)
     if path.exists():
         old = rundir.read_json(path, "run config", "fix it, or pass --fresh to start the run over")
+        if not isinstance(old, dict):
+            raise rundir.RunDirError(
+                f"{path}: run config is not a JSON object; fix it, or pass --fresh to start over."
+            )
         # Extending a run (a larger --steps) is a resume, not a new experiment.
         diff = rundir.config_diff(old, new, ignore=("steps",))
         if diff:
@@ -309,15 +316,23 @@ def _check_or_write_config(cfg: TrainConfig, out: Path) -> None:
 
 def load_config(run_dir) -> TrainConfig:
     """The TrainConfig stored in ``<run_dir>/config.json``."""
-    raw = rundir.read_json(Path(run_dir) / "config.json", "run config", "re-run training.py train")
+    path = Path(run_dir) / "config.json"
+    raw = rundir.read_json(path, "run config", "re-run training.py train")
+    if not isinstance(raw, dict):
+        raise rundir.RunDirError(
+            f"{path}: run config is not a JSON object; re-run training.py train."
+        )
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise rundir.RunDirError(f"{run_dir}/config.json has unknown fields {unknown}.")
-    for key in ("scale_range", "pos_range"):
-        if key in raw:
-            raw[key] = tuple(raw[key])
-    return TrainConfig(**raw)
+    try:
+        for key in ("scale_range", "pos_range"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return TrainConfig(**raw).validate()
+    except (TypeError, ValueError) as e:  # a hand-edited or damaged value
+        raise rundir.RunDirError(f"{path}: run config is invalid ({e}).") from None
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -331,6 +346,9 @@ def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True) -> d
     A re-run skips finished runs (their summary.json exists) and resumes unfinished ones. A run
     that fails is recorded with its error and the sweep goes on with the next one.
     """
+    for beta in betas:  # a bad β fails the whole command before anything is written
+        for seed in seeds:
+            replace(base, beta=float(beta), seed=int(seed)).validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = _sweep_index(base, betas, seeds, out)
