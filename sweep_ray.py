@@ -138,11 +138,13 @@ def _runtime_env() -> dict:
     return {"env_vars": env}
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None = None, num_cpus: int | None = None, **init_kwargs) -> bool:
     """Joins the Ray cluster at ``address``, or starts a local instance (``num_cpus`` CPUs,
-    default all); True if this call started the connection (the caller then shuts it down).
+    default all; ``init_kwargs`` go to ``ray.init``, e.g. ``object_store_memory``); True if this
+    call connected (the caller then shuts it down with ``ray.shutdown()``).
 
-    A process that is already connected (``ray.is_initialized()``) keeps its connection.
+    A process that is already connected (``ray.is_initialized()``) keeps that connection, so a
+    script or test can connect once and run several sweeps (``address`` is still checked).
     """
     ray, _ = import_ray()
     if address:
@@ -157,9 +159,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     )
     try:
         if address:
-            ray.init(address=address, **common)
+            ray.init(address=address, **common, **init_kwargs)
         else:  # "local": never attach to a cluster that `ray start` left running on this machine
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **common)
+            ray.init(
+                address="local", num_cpus=num_cpus or os.cpu_count() or 1, **common, **init_kwargs
+            )
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         where = f"the Ray cluster at --address {address!r}" if address else "a local Ray instance"
         raise ClusterError(f"could not connect to {where}: {e}") from None
@@ -316,6 +320,9 @@ def ray_sweep(
     if max_failures < -1:
         raise ClusterError(f"--max-failures {max_failures}: use -1 (retry forever), 0 or more.")
     base = base.validate()
+    for beta in betas:  # a bad β fails the whole command before anything is written
+        for seed in seeds:
+            replace(base, beta=float(beta), seed=int(seed)).validate()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
