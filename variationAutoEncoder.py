@@ -71,9 +71,24 @@ class Sampling(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs):
-        mean, logvar = inputs  # (B, D) each
-        eps = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
+        mean, logvar = inputs  # (b, D) each: b = the local batch
+        eps = self._noise(ops.shape(mean), mean.dtype)
         return mean + ops.exp(0.5 * logvar) * eps
+
+    def _noise(self, shape, dtype):
+        """ε (b, D). Under tf.distribute every replica holds the same SeedGenerator state, so each
+        replica draws the global (R·b, D) block and keeps its own rows r·b … (r+1)·b: replicas get
+        different noise, and sample for sample the same noise as one device on the global batch."""
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if replicas == 1:
+            return keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
+        b = shape[0]
+        eps = keras.random.normal((replicas * b, shape[1]), dtype=dtype, seed=self.seed_generator)
+        start = tf.cast(ctx.replica_id_in_sync_group, "int32") * b
+        return eps[start : start + b]
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

@@ -161,13 +161,6 @@ def test_real_train_step_runs_under_mirrored(mirrored):
         assert np.isfinite(run["loss"][0]) and run["loss"][0] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sampling draws ε from a SeedGenerator whose state every replica shares, so replica r "
-    "draws the same ε as replica 0 (B/R distinct noise vectors per step). Fix in "
-    "variationAutoEncoder.Sampling: draw (R·b, D) and keep rows r·b..(r+1)·b, which equals the "
-    "single-device draw sample for sample; then remove this marker.",
-)
 def test_replicas_draw_the_single_device_noise(mirrored):
     eps = mirrored["eps_per_replica"]
     assert eps[0] != eps[1]
