@@ -13,6 +13,7 @@ exactly one logging interval; the callbacks below write history, checkpoints, fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shutil
 import sys
@@ -203,6 +204,11 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
     import tensorflow as tf
 
     cfg = cfg.validate()
+    if stop_at is not None and (stop_at <= 0 or stop_at % cfg.log_every):
+        # anything else would train past the last checkpoint and throw those steps away
+        raise ValueError(
+            f"--stop_at {stop_at} must be a positive multiple of --log_every {cfg.log_every}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with rundir.RunLock(out):
@@ -221,16 +227,20 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
         model = build_model(cfg, strategy)
         meta = rundir.restore_latest(out, model)
         start = int(meta["step"]) if meta else 0
-        if start >= cfg.steps and (out / "summary.json").exists():
+        finished = start >= cfg.steps and (out / "summary.json").exists()
+        if finished and _zip_ok(out / "model.keras"):
             summary = rundir.read_json(out / "summary.json", "run summary")
             if progress:
                 print(f"[train] {out}: already finished at step {start}; nothing to do.")
             return summary
+        if finished:  # the final checkpoint holds the final weights: rewrite model.keras from it
+            print(f"[train] {out}: model.keras is missing or corrupt; rewriting it from the "
+                  f"step-{start} checkpoint.", file=sys.stderr)  # fmt: skip
         # Forget anything logged after the checkpoint we resume from: no duplicated steps.
         history = [r for r in rundir.read_history(out) if r["step"] <= start]
         rundir.write_history(out, history)
 
-        end = min(cfg.steps, stop_at) if stop_at else cfg.steps
+        end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
         ds = data.tf_dataset(cfg.batch_size, seed=cfg.seed, start=start)
         import callbacks as cb  # imports keras: kept out of module import time
 
@@ -282,6 +292,10 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "tf": tf.__version__,
             "keras": keras.__version__,
         }
+        if end <= start and (out / "summary.json").exists():  # only model.keras was rewritten
+            with contextlib.suppress(rundir.RunDirError):
+                old = rundir.read_json(out / "summary.json", "run summary")
+                summary.update({k: old[k] for k in ("img_per_s", "train_seconds") if k in old})
         rundir.write_json(out / "summary.json", summary)
         if progress:
             print(
@@ -291,6 +305,17 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
                 f"{summary['img_per_s'] or 0:.0f} img/s in {elapsed:.0f}s"
             )
         return summary
+
+
+def _zip_ok(path: Path) -> bool:
+    """model.keras exists and every member's CRC checks out (a .keras file is a zip)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None
+    except Exception:  # noqa: BLE001  missing, truncated, not a zip: all "not ok"
+        return False
 
 
 def _check_or_write_config(cfg: TrainConfig, out: Path) -> None:
