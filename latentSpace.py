@@ -128,7 +128,8 @@ def load_run(run_dir, sampler=None):
     except Exception as e:  # a truncated zip, a bad config, missing weights: all the same to us
         raise RunDirError(
             f"{path}: model file is corrupt or unreadable ({type(e).__name__}: {str(e)[:200]}); "
-            f"retrain it with `{_resume_command(cfg)} --out {run_dir} --fresh`"
+            f"re-save it from the last checkpoint: delete it and {run_dir / 'summary.json'}, then run "
+            f"`{_resume_command(cfg)} --out {run_dir}` (add --fresh to retrain from scratch)"
         ) from None
     if (model.image_size, model.latent_dim) != (cfg.image_size, cfg.latent_dim):
         raise RunDirError(
