@@ -224,6 +224,12 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
         rundir.remove_stale_temps(out)  # temporary files of a killed writer (we hold the lock)
 
         strategy = make_strategy(cfg)
+        replicas = strategy.num_replicas_in_sync
+        if cfg.batch_size % replicas:  # Keras splits the global batch evenly across replicas
+            raise ValueError(
+                f"--batch_size {cfg.batch_size} must be a multiple of the {replicas} replicas "
+                "(--distribute); pick a multiple or use --distribute off."
+            )
         model = build_model(cfg, strategy)
         meta = rundir.restore_latest(out, model)
         start = int(meta["step"]) if meta else 0
@@ -492,7 +498,7 @@ def main(argv=None) -> int:
             index = ray_sweep(
                 cfg, betas, args.seeds, args.out, address=args.address, fresh=args.fresh,
                 gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-                max_failures=args.max_failures,
+                max_failures=args.max_failures, progress=not args.quiet,
             )  # fmt: skip
         else:
             index = sweep(
