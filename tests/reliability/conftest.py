@@ -94,6 +94,18 @@ def ref_run(shapes_npz, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mid_run(shapes_npz, tmp_path_factory):
+    """A `test`-preset run stopped (checkpointed) at step 60 in-process: checkpoints 40 and 60.
+    Tests copy it before changing anything."""
+    import training
+
+    out = tmp_path_factory.mktemp("mid") / "run"
+    cfg = training.preset_config("test", data_path=str(shapes_npz))
+    training.train(cfg, out, progress=False, stop_at=60)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ref_weights(ref_run):
     from reliability_helpers import model_weights
 

@@ -14,10 +14,13 @@ import subprocess
 
 import pytest
 from reliability_helpers import (
+    assert_clean_error,
     check_final_files,
     history_steps,
     model_weights,
+    run_cli,
     temp_files,
+    train_cmd,
     weights_equal,
 )
 
@@ -49,13 +52,14 @@ def tiny_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_real_full_disk_then_resume(tiny_tmpfs, shapes_npz, ref_weights, tmp_path, record):
+def test_real_full_disk_on_the_cli_then_resume(
+    tiny_tmpfs, shapes_npz, ref_weights, tmp_path, record
+):
     run = tiny_tmpfs / "run"
     survived, lost = False, "none"
     try:
-        with pytest.raises(rundir.RunDirError, match="No space left on device") as e:
-            training.train(_cfg(shapes_npz), run, progress=False)
-        assert str(run) in str(e.value) and "re-run" in str(e.value)
+        res = run_cli(train_cmd(shapes_npz, run)[1:])
+        assert_clean_error(res, "No space left on device", str(run), "re-run the same command")
         problems = check_final_files(run)
         if problems:
             lost = "partial file under a final name"

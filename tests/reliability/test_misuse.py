@@ -131,14 +131,6 @@ def test_bad_arguments_in_a_real_process_have_no_traceback(tmp_path, record):
 
 
 # ----------------------------------------------------------------------------- run directories
-@pytest.fixture(scope="module")
-def mid_run(shapes_npz, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mid") / "run"
-    training.train(training.preset_config("test", data_path=str(shapes_npz)), out,
-                   progress=False, stop_at=40)  # fmt: skip
-    return out
-
-
 @pytest.fixture
 def run(mid_run, tmp_path):
     shutil.copytree(mid_run, tmp_path / "run")
@@ -191,7 +183,7 @@ def test_two_trainings_into_one_run_directory(shapes_npz, tmp_path, capsys, reco
     with --fresh, which must delete nothing); the first finishes normally. The first is paused
     (SIGSTOP) while the second tries, so a slow machine cannot let it finish first."""
     run = tmp_path / "run"
-    cmd = train_cmd(shapes_npz, run, "--stop_at", "60")
+    cmd = train_cmd(shapes_npz, run, "--stop_at", "20")
     first = popen(cmd[1:], tmp_path / "first.log")
     ok = False
     try:
@@ -208,9 +200,8 @@ def test_two_trainings_into_one_run_directory(shapes_npz, tmp_path, capsys, reco
         finally:
             os.kill(first.pid, signal.SIGCONT)
         assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
-        assert [p.name for p in rundir.list_checkpoints(run)] == ["ckpt-00000040.npz",
-                                                                   "ckpt-00000060.npz"]  # fmt: skip
-        assert [r["step"] for r in rundir.read_history(run)] == [10, 20, 30, 40, 50, 60]
+        assert [p.name for p in rundir.list_checkpoints(run)] == ["ckpt-00000020.npz"]
+        assert [r["step"] for r in rundir.read_history(run)] == [10, 20]
         ok = True
     finally:
         kill9(first)
@@ -257,7 +248,11 @@ def test_report_on_a_half_finished_sweep(ref_run, mid_run, tmp_path, capsys, rec
     unfinished = tree_hash(sweep / "beta4_seed0")
     ok = False
     try:
-        opts = getattr(latentSpace, "TEST_METRIC_OPTIONS", None)
+        import inspect
+
+        # one metric is enough to show the plumbing (the scores are tested in test_latent_space)
+        params = inspect.signature(latentSpace.compute_metrics).parameters
+        opts = {"metrics": ["mig"]} if "metrics" in params else None
         out = latentSpace.report(sweep, "quick", progress=True, metric_options=opts)
         printed = capsys.readouterr().out
         rows = (out / "scores.csv").read_text().splitlines()
