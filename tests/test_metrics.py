@@ -154,17 +154,20 @@ def test_bad_shapes_raise():
         mig(codes[:, 0], factors)
 
 
-def test_fast_dci_agrees_with_reference_on_small_problem():
-    # Guards the fast backend (it reads HistGradientBoosting's fitted trees) against sklearn drift.
+def test_fast_dci_reproduces_reference_when_codes_have_few_values():
+    # With <= 255 distinct values per dim the fast backend's thresholds are sklearn's own, so it
+    # must reproduce GradientBoostingClassifier() (up to tie-breaking between equal splits).
     r = np.random.RandomState(1)
-    factors = np.stack([r.randint(3, size=600), r.randint(2, size=600)], axis=1)
-    codes = np.column_stack(
-        [factors + 0.3 * r.randn(600, 2), factors[:, 0] + factors[:, 1], r.randn(600)]
+    factors = np.stack([r.randint(4, size=300), r.randint(2, size=300)], axis=1)
+    codes = np.column_stack(  # noisy enough that all 100 stages keep changing the importances
+        [factors + 0.8 * r.randn(300, 2), factors[:, 0] + factors[:, 1], r.randn(300)]
     )
-    tt = split(codes, factors, 400)
-    fast, ref = dci(*tt), dci(*tt, backend="reference")
-    for key in ("disentanglement", "completeness"):
-        assert abs(fast[key] - ref[key]) < 0.05, (key, fast, ref)
+    tt = split(codes, factors, 250)
+    fast = dci(*tt, return_importance=True)
+    ref = dci(*tt, backend="reference", return_importance=True)
+    np.testing.assert_allclose(fast["importance"], ref["importance"], atol=0.01)
+    for key in ("disentanglement", "completeness", "informativeness_train"):
+        assert abs(fast[key] - ref[key]) < 0.01, (key, fast, ref)
 
 
 # ------------------------------------------------------------------ sampler-level scores
