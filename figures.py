@@ -11,6 +11,7 @@ array-in, PNG-out parts so that latentSpace.py stays about evaluation and report
 - ``plot_latent_geometry``: a pos_x × pos_y grid mapped into the two latents that carry
   position (Watters et al. 2019, "Spatial Broadcast Decoder", arXiv:1901.07017, Fig. 3).
 - ``plot_kl_per_latent``: KL(q(z_d|x) ‖ N(0, 1)) per latent and the number of active units.
+- ``plot_vs_beta``: a sweep's scores against β (mean ± std over seeds), β_norm on a top axis.
 
 Plots use ``matplotlib.figure.Figure`` with the Agg canvas directly, never pyplot: no global
 backend switch (a notebook keeps its own), no figure registry to leak, nothing to close. Every
@@ -19,6 +20,7 @@ file is written to a temporary name and renamed (``rundir.atomic_path``).
 
 from __future__ import annotations
 
+import time
 import weakref
 from pathlib import Path
 from statistics import NormalDist
@@ -120,15 +122,18 @@ class EncodeFn:
     """``encode_fn(images (N, S, S, 1)) -> codes (N, D)``: the posterior mean, batched.
 
     This is the representation function the metrics consume (disentanglement_lib's convention:
-    the mean of q(z|x), never a sample). ``images`` counts every image encoded, so the cost of an
-    evaluation can be stated in encoder passes.
+    the mean of q(z|x), never a sample). ``images`` counts every image encoded and ``seconds`` the
+    time spent encoding, so the cost of an evaluation can be stated in encoder passes.
     """
 
     def __init__(self, model, batch: int = 256):
-        self.model, self.batch, self.images, self.calls = model, int(batch), 0, 0
+        self.model, self.batch = model, int(batch)
+        self.images, self.calls, self.seconds = 0, 0, 0.0  # totals over every call
 
     def __call__(self, images) -> np.ndarray:
+        t0 = time.perf_counter()
         mean, _ = encode(self.model, images, self.batch)
+        self.seconds += time.perf_counter() - t0
         self.images += len(mean)
         self.calls += 1
         return mean
@@ -243,7 +248,7 @@ def _traversal_png(tr: dict, out, title=None, threshold=ACTIVE_KL) -> Path:
 
 def plot_traversals(
     model, image, out, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0,
-    threshold=ACTIVE_KL, title=None,
+    threshold=ACTIVE_KL, title=None, traversal=None,
 ) -> Path:  # fmt: skip
     """Latent-traversal grid (the seed's visbeta*.png; Higgins et al. 2017, Burgess et al. 2018).
 
@@ -251,8 +256,9 @@ def plot_traversals(
     latent over μ ± kσ around ``image``'s encoding (or the prior's quantiles, see
     ``traversal_images``); the first column shows the input. Inactive latents (KL ≤ ``threshold``)
     have grey labels: their rows should not change. Writes a PNG atomically and returns its path.
+    ``traversal``: a ``traversal_images`` result to draw instead of decoding again.
     """
-    tr = traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
+    tr = traversal or traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
     return _traversal_png(tr, out, title, threshold)
 
 
@@ -295,11 +301,11 @@ def _traversal_frames(tr: dict, threshold=ACTIVE_KL, title=None) -> list[np.ndar
 
 def traversal_gif(
     model, image, out, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0,
-    threshold=ACTIVE_KL, title=None, fps=6.0,
+    threshold=ACTIVE_KL, title=None, fps=6.0, traversal=None,
 ) -> Path:  # fmt: skip
     """Animated traversal: one tile per latent (sorted by KL), every frame moves all of them one
     step along their sweep, forth and back. Same arguments as ``plot_traversals``; GIF, atomic."""
-    tr = traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
+    tr = traversal or traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
     return imaging.save_gif(out, _traversal_frames(tr, threshold, title), fps=fps)
 
 
@@ -610,9 +616,73 @@ def plot_kl_per_latent(kl, out, threshold=ACTIVE_KL, title=None) -> Path:
     return _save(fig, out)
 
 
+# ----------------------------------------------------------------------------- sweeps
+def _by_beta(records, key) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """(betas, mean, std, per-β values) of ``key`` over seeds, NaNs ignored."""
+    betas = sorted({r["beta"] for r in records})
+    vals = [np.array([r[key] for r in records if r["beta"] == b], float) for b in betas]
+    mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
+    std = np.array([np.nanstd(v) if np.isfinite(v).any() else np.nan for v in vals])
+    return np.array(betas, float), mean, std, vals
+
+
+def _beta_axis(ax, betas, norm_factor):
+    """log-x (symlog if β=0 is present) ticked at the sweep's β values, and β_norm = β·M/N on a
+    secondary top axis ticked at the same points."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    if len(betas) and betas.min() <= 0:
+        pos = betas[betas > 0]
+        ax.set_xscale("symlog", linthresh=float(pos.min()) if len(pos) else 1.0)
+    else:
+        ax.set_xscale("log")
+    ax.set_xticks(betas)
+    ax.set_xticklabels([f"{b:g}" for b in betas])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("β", fontsize=8)
+    if norm_factor and np.isfinite(norm_factor):
+        top = ax.secondary_xaxis(
+            "top", functions=(lambda b: b * norm_factor, lambda n: n / norm_factor)
+        )
+        top.set_xticks(betas * norm_factor)
+        top.set_xticklabels([f"{b * norm_factor:.2g}" for b in betas])
+        top.xaxis.set_minor_locator(NullLocator())
+        top.tick_params(labelsize=6)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
+    """One subplot per key: mean ± std over seeds against β (log-x), single seeds as grey dots,
+    β_norm = β·M/N on the top axis. ``records``: dicts with "beta", "beta_norm" and the keys
+    (latentSpace.score_table's rows). PNG, atomic."""
+    cols = min(4, len(keys)) or 1
+    rows = -(-len(keys) // cols) or 1
+    fig = _figure(3.3 * cols, 2.9 * rows + 0.8)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    norms = [
+        r["beta_norm"] / r["beta"] for r in records if r["beta"] > 0 and np.isfinite(r["beta_norm"])
+    ]
+    norm_factor = float(np.median(norms)) if norms else None
+    for ax, key in zip(axes.flat, keys):
+        betas, mean, std, vals = _by_beta(records, key)
+        for b, v in zip(betas, vals):
+            ax.scatter(np.full(len(v), b), v, s=8, color="0.6", zorder=2)
+        ax.errorbar(betas, mean, yerr=std, color="#1f77b4", marker="o", ms=4, capsize=3, zorder=3)
+        ax.set_title((ylabels or {}).get(key, key), fontsize=9, pad=14)
+        _beta_axis(ax, betas, norm_factor)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}\nmean ± std over seeds (grey: single seeds); top axis: β_norm = β·M/N",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 __all__ = [
     "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "factor_sweep_factors",
     "kl_per_latent", "latent_color", "latent_geometry", "make_encode_fn", "pick_position_latents",
     "plot_factor_response", "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions",
-    "plot_traversals", "traversal_gif", "traversal_images",
+    "plot_traversals", "plot_vs_beta", "traversal_gif", "traversal_images",
 ]  # fmt: skip

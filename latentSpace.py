@@ -48,6 +48,7 @@ from figures import (
     plot_latent_geometry,
     plot_reconstructions,
     plot_traversals,
+    plot_vs_beta,
     traversal_gif,
     traversal_images,
 )
@@ -229,14 +230,13 @@ def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick"
     out = Path(run_dir) / "figures"
     title = _title(run_dir, cfg, protocol)
     image = sampler.images_from_factors(_showcase_factors(sampler))[0]  # (S, S, 1)
-    tr = traversal_images(model, image, kl=kl)
-    from figures import _traversal_frames, _traversal_png
-
-    paths = {"traversals": _traversal_png(tr, out / FIGURES["traversals"], title)}
-    import imaging
-
-    paths["traversals_gif"] = imaging.save_gif(out / FIGURES["traversals_gif"],
-                                               _traversal_frames(tr, title=title), fps=6.0)  # fmt: skip
+    tr = traversal_images(model, image, kl=kl)  # decoded once for the PNG and the GIF
+    paths = {
+        "traversals": plot_traversals(model, image, out / FIGURES["traversals"], title=title,
+                                      traversal=tr),
+        "traversals_gif": traversal_gif(model, image, out / FIGURES["traversals_gif"], title=title,
+                                        traversal=tr),
+    }  # fmt: skip
     rng = np.random.RandomState([seed, 2])
     recon_images = sampler.images_from_factors(sampler.sample_factors(8, rng))
     paths["reconstructions"] = plot_reconstructions(model, recon_images,
@@ -245,15 +245,19 @@ def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick"
         model, sampler, out / FIGURES["factor_response"], n_bases=RESPONSE_BASES.get(protocol, 8),
         rng=np.random.RandomState([seed, 3]), kl=kl, title=title, progress=progress,
     )  # fmt: skip
-    paths["geometry"], g = plot_latent_geometry(
-        model, sampler, out / FIGURES["geometry"], n_bases=GEOMETRY_BASES,
-        rng=np.random.RandomState([seed, 4]), title=title, return_info=True,
-    )  # fmt: skip
     paths["kl"] = plot_kl_per_latent(kl, out / FIGURES["kl"], title=title)
-    paths["geometry_info"] = {
-        "latent_x": g["latents"][0], "latent_y": g["latents"][1], "corr_x": g["corr"][0],
-        "corr_y": g["corr"][1], "r2_x": g["r2"][0], "r2_y": g["r2"][1],
-    }  # fmt: skip
+    names = list(sampler.factor_names)
+    if model.latent_dim >= 2 and "pos_x" in names and "pos_y" in names:
+        paths["geometry"], g = plot_latent_geometry(
+            model, sampler, out / FIGURES["geometry"], n_bases=GEOMETRY_BASES,
+            rng=np.random.RandomState([seed, 4]), title=title, return_info=True,
+        )  # fmt: skip
+        paths["geometry_info"] = {
+            "latent_x": g["latents"][0], "latent_y": g["latents"][1], "corr_x": g["corr"][0],
+            "corr_y": g["corr"][1], "r2_x": g["r2"][0], "r2_y": g["r2"][1],
+        }  # fmt: skip
+    else:  # one latent, or no position factors: there is no position plane to draw
+        paths["geometry_info"] = None
     return paths
 
 
@@ -437,7 +441,8 @@ def _needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=N
     counts = m.get("counts") or {}
     if any(counts.get(k) != v for k, v in PROTOCOLS[protocol].items()):
         return True  # the protocol's sample counts changed since: these numbers are stale
-    if figures and not all((Path(run_dir) / "figures" / f).exists() for f in FIGURES.values()):
+    listed = (m.get("figures") or {}).values()
+    if figures and (not listed or not all((Path(run_dir) / f).exists() for f in listed)):
         return True
     return False
 
@@ -489,69 +494,6 @@ def score_table(rows) -> tuple[list[str], list[dict]]:
         )
         records.append(rec)
     return cols, records
-
-
-def _by_beta(records, key) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """(betas, mean, std, per-β values) of ``key`` over seeds, NaNs ignored."""
-    betas = sorted({r["beta"] for r in records})
-    vals = [np.array([r[key] for r in records if r["beta"] == b], float) for b in betas]
-    mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
-    std = np.array([np.nanstd(v) if np.isfinite(v).any() else np.nan for v in vals])
-    return np.array(betas, float), mean, std, vals
-
-
-def _beta_axis(ax, betas, norm_factor):
-    """log-x (symlog if β=0 is present) ticked at the sweep's β values, and β_norm = β·M/N on a
-    secondary top axis ticked at the same points."""
-    from matplotlib.ticker import NullFormatter, NullLocator
-
-    if len(betas) and betas.min() <= 0:
-        pos = betas[betas > 0]
-        ax.set_xscale("symlog", linthresh=float(pos.min()) if len(pos) else 1.0)
-    else:
-        ax.set_xscale("log")
-    ax.set_xticks(betas)
-    ax.set_xticklabels([f"{b:g}" for b in betas])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("β", fontsize=8)
-    if norm_factor and np.isfinite(norm_factor):
-        top = ax.secondary_xaxis(
-            "top", functions=(lambda b: b * norm_factor, lambda n: n / norm_factor)
-        )
-        top.set_xticks(betas * norm_factor)
-        top.set_xticklabels([f"{b * norm_factor:.2g}" for b in betas])
-        top.xaxis.set_minor_locator(NullLocator())
-        top.tick_params(labelsize=6)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-
-
-def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
-    """One subplot per key: mean ± std over seeds against β (log-x), seeds as dots; PNG."""
-    from figures import _figure, _save
-
-    cols = min(4, len(keys)) or 1
-    rows = -(-len(keys) // cols) or 1
-    fig = _figure(3.3 * cols, 2.9 * rows + 0.8)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    norms = [
-        r["beta_norm"] / r["beta"] for r in records if r["beta"] > 0 and np.isfinite(r["beta_norm"])
-    ]
-    norm_factor = float(np.median(norms)) if norms else None
-    for ax, key in zip(axes.flat, keys):
-        betas, mean, std, vals = _by_beta(records, key)
-        for b, v in zip(betas, vals):
-            ax.scatter(np.full(len(v), b), v, s=8, color="0.6", zorder=2)
-        ax.errorbar(betas, mean, yerr=std, color="#1f77b4", marker="o", ms=4, capsize=3, zorder=3)
-        ax.set_title((ylabels or {}).get(key, key), fontsize=9, pad=14)
-        _beta_axis(ax, betas, norm_factor)
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"{title}\nmean ± std over seeds (grey: single seeds); top axis: β_norm = β·M/N",
-                 fontsize=9)  # fmt: skip
-    fig.tight_layout()
-    return _save(fig, out)
 
 
 def _fmt(v) -> str:
@@ -643,7 +585,10 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
         lines += ["", "## Runs that could not be evaluated", ""]
         lines += [f"- `{r['name']}`: {e}" for r, e in res["failed"]]
     if records:
-        summary_cols = ["beta", "beta_norm", "seeds", *metric_names, "recon", "active_units"]
+        shown = [
+            m for m in metric_names if m in HEADLINE
+        ] or metric_names  # the rest: per-run table
+        summary_cols = ["beta", "beta_norm", "seeds", *shown, "recon", "active_units"]
         agg = []
         for b in sorted({r["beta"] for r in records}):
             rs = [r for r in records if r["beta"] == b]
@@ -652,7 +597,7 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                 "beta_norm": f"{rs[0]['beta_norm']:.3g}",
                 "seeds": str(len(rs)),
             }
-            for k in [*metric_names, "recon", "active_units"]:
+            for k in [*shown, "recon", "active_units"]:
                 v = np.array([r[k] for r in rs], float)
                 row[k] = (
                     f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
@@ -679,7 +624,8 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
             for fig_key, caption in (("traversals", "latent traversals"),
                                      ("factor_response", "factor response"),
                                      ("geometry", "latent geometry")):  # fmt: skip
-                lines += [f"![{caption}]({rel}/figures/{FIGURES[fig_key]})", ""]
+                if (run["path"] / "figures" / FIGURES[fig_key]).exists():
+                    lines += [f"![{caption}]({rel}/figures/{FIGURES[fig_key]})", ""]
             lines += [f"![training]({rel}/training.gif) ![traversal animation]"
                       f"({rel}/figures/{FIGURES['traversals_gif']})", ""]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -807,7 +753,7 @@ __all__ = [
     "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "kl_per_latent",
     "latent_geometry", "make_encode_fn", "pick_position_latents", "plot_factor_response",
     "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions", "plot_traversals",
-    "traversal_gif", "traversal_images",
+    "plot_vs_beta", "traversal_gif", "traversal_images",
     # runs, evaluation, reports
     "check_sampler", "collect", "evaluate", "figures", "load_run", "main", "read_metrics",
     "reconstruction_error", "report", "score_table", "sweep_runs", "write_run_figures",
