@@ -71,13 +71,12 @@ def _check_train_test(ctr, ftr, cte, fte):
     return ctr, ftr, cte, fte
 
 
-def _varying(factors: np.ndarray, names=None) -> np.ndarray:
+def _varying(factors: np.ndarray) -> np.ndarray:
     """Indices of the factor columns with more than one value; warns about the others."""
     keep = [k for k in range(factors.shape[1]) if np.unique(factors[:, k]).size > 1]
     for k in sorted(set(range(factors.shape[1])) - set(keep)):
-        label = names[k] if names is not None else f"column {k}"
         warnings.warn(
-            f"factor {label!s} has a single value; skipped (its entropy is 0)", stacklevel=3
+            f"factor column {k} has a single value; skipped (its entropy is 0)", stacklevel=3
         )
     if not keep:
         raise ValueError(f"no factor has more than one value (factors shape {factors.shape})")
@@ -326,12 +325,13 @@ def sap(
     keep = _varying(ftr)
     ftr, fte = ftr[:, keep], fte[:, keep]
     if continuous:
-        zc = ctr - ctr.mean(axis=0)
+        # An exactly constant dim (np.ptp == 0; its mean-centred values may be rounding noise,
+        # not 0) correlates with nothing: score 0. The library tests var > 1e-12 instead.
+        zc = np.where(np.ptp(ctr, axis=0) > 0, ctr - ctr.mean(axis=0), 0.0)
         fc = ftr - ftr.mean(axis=0)
         cov = zc.T @ fc  # (D, K)
-        var_z, var_f = np.sum(zc**2, axis=0), np.sum(fc**2, axis=0)
-        denom = np.outer(var_z, var_f)
-        score = np.divide(cov**2, denom, out=np.zeros_like(cov), where=denom > 1e-12)
+        denom = np.outer(np.sum(zc**2, axis=0), np.sum(fc**2, axis=0))
+        score = np.divide(cov**2, denom, out=np.zeros_like(cov), where=denom > 0)
     else:
         seed = _seed(random_state)
         score = np.zeros((ctr.shape[1], ftr.shape[1]))

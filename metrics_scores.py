@@ -68,6 +68,8 @@ def _encode_unique(sampler, encode_fn, factors, chunk=ENCODE_CHUNK, progress=Fal
             f"factor {sampler.factor_names[k]!r} has values outside [0, {sizes[k]}): "
             f"min {factors[:, k].min()}, max {factors[:, k].max()}"
         )
+    if not len(factors):
+        raise ValueError("encode_factors got no factor rows (factors.shape[0] == 0)")
     # images_from_factors is deterministic, so one image per distinct factor combination.
     keys = np.ravel_multi_index(tuple(factors.T), tuple(sizes))  # (N,)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -85,6 +87,8 @@ def _encode_unique(sampler, encode_fn, factors, chunk=ENCODE_CHUNK, progress=Fal
             raise ValueError(
                 f"encode_fn must map {len(batch)} images to ({len(batch)}, D) codes; got {z.shape}"
             )
+        if not np.all(np.isfinite(z)):
+            raise ValueError("encode_fn returned NaN or inf codes (a diverged model?)")
         if codes is None:
             codes = np.empty((len(rows), z.shape[1]), dtype=np.result_type(z.dtype, np.float32))
         codes[s : s + len(batch)] = z

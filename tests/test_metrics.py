@@ -152,6 +152,8 @@ def test_bad_shapes_raise():
         dci(codes, factors, codes[:50], factors[:40])
     with pytest.raises(ValueError, match="2-D"):
         mig(codes[:, 0], factors)
+    with pytest.raises(ValueError, match="NaN"):
+        mig(np.where(codes > 3, np.nan, codes), factors)
 
 
 def test_fast_dci_reproduces_reference_when_codes_have_few_values():
@@ -205,6 +207,8 @@ def test_encode_factors_encodes_each_distinct_image_once():
     np.testing.assert_array_equal(codes[0::3], codes[1::3])
     with pytest.raises(ValueError, match="'f0' has values outside"):
         encode_factors(s, enc, np.full((2, 4), 8))
+    with pytest.raises(ValueError, match="NaN"):
+        encode_factors(s, lambda x: np.full((len(x), 2), np.nan), factors)
 
 
 def test_compute_metrics_quick_is_reproducible_and_scores_identity():
