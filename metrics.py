@@ -267,7 +267,8 @@ def dci(
     backend="reference" is the library's `GradientBoostingClassifier()` (100 trees);
     backend="fast" (default) runs the same boosting and importances on codes binned at
     `DCI_FAST_BINS` quantile thresholds per dim (exact below that many distinct values), see
-    `_boost`; bench/bench_metrics.py measures its speed-up and D/C agreement on 10000 codes.
+    `_boost`. Measured against the reference (bench/bench_metrics.py, 10 dims, 5 factors):
+    ~6× faster with D and C within 0.005 at 10000 codes, ~4× and within 0.025 at 2000.
     Differences: single-valued factors are skipped with a warning; one factor (or one code dim)
     gives D (or C) = 1 instead of an entropy in base 1. `return_importance` adds "importance".
     """

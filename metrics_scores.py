@@ -97,7 +97,12 @@ def _encode_unique(sampler, encode_fn, factors, chunk=ENCODE_CHUNK, progress=Fal
 
 def encode_factors(sampler, encode_fn, factors, chunk: int = ENCODE_CHUNK) -> np.ndarray:
     """Codes (N, D) of the images of `factors` (N, K): each distinct row rendered and encoded
-    once, `chunk` images per `encode_fn` call (never one image at a time)."""
+    once, `chunk` images per `encode_fn` call (never one image at a time).
+
+    Not a metric: it replaces disentanglement_lib's `generate_batch_factor_code`, which renders
+    and encodes every sample, repeats included, 16 at a time. Valid because
+    `images_from_factors` is deterministic (no observation noise in this project's data).
+    """
     return _encode_unique(sampler, encode_fn, factors, chunk)[0]
 
 
