@@ -200,9 +200,11 @@ def _factor_vae_factors(sampler, rng, batch_size: int, num_points: int, active: 
 
 
 def _active_dims(variances: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices of dims whose std exceeds `threshold` × the largest std (none if all are 0)."""
+    """Indices of dims with std ≥ `threshold` (disentanglement_lib's `prune_dims`, whose study
+    config sets 0.05: a posterior mean that barely moves has collapsed to the prior), never a
+    dim of std 0."""
     std = np.sqrt(variances)
-    return np.nonzero((std > threshold * std.max()) & (std > 0))[0]
+    return np.nonzero((std >= threshold) & (std > 0))[0]
 
 
 def _factor_vae_votes(z, labels, global_var, active_dims, num_factors) -> np.ndarray:
@@ -250,9 +252,9 @@ def factor_vae_score(
     `num_variance_estimate` codes; each point fixes one factor across `batch_size` samples and
     votes (factor, argmin over active dims of local variance / global variance); the classifier
     is the majority vote per dim; train and eval accuracies.
-    Differences: a dim is active when its std exceeds `prune_threshold` × the largest std (the
-    library uses an absolute std ≥ 0.05, i.e. prior-scaled codes), so exactly constant dims and
-    an all-collapsed code are handled (no active dim → accuracies 0 with a warning); the argmin
+    Pruning is the library's: a dim is active when its std ≥ `prune_threshold` (0.05 in the
+    unsupervised study). Differences: exactly constant dims and an all-collapsed code are handled
+    (no active dim → accuracies 0 with a warning); the argmin
     is mapped back to the true dim index and `num_active_dims` is the true count (the library
     reports D); batches are drawn at once and duplicates encoded once.
     """
