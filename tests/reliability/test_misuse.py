@@ -234,7 +234,8 @@ def test_report_on_an_empty_sweep(tmp_path, record):
 
 
 def test_report_on_a_half_finished_sweep(ref_run, mid_run, tmp_path, capsys, record):
-    """One finished run, one stopped mid-way, one never started: the finished one is scored,
+    """One finished run (with a corrupt metrics.json), one stopped mid-way, one never started:
+    the corrupt metrics file is named in a warning and re-evaluated, the finished run is scored,
     the other two are listed as unfinished, and neither of them is touched."""
     import latentSpace
 
@@ -246,6 +247,8 @@ def test_report_on_a_half_finished_sweep(ref_run, mid_run, tmp_path, capsys, rec
     rundir.write_json(sweep / "beta4_seed0" / "config.json", dict(cfg, beta=4.0))
     rundir.write_json(sweep / "sweep.json", _sweep_index([1.0, 4.0, 16.0]))
     unfinished = tree_hash(sweep / "beta4_seed0")
+    corrupt = sweep / "beta1_seed0" / "metrics.json"
+    corrupt.write_text('{"protocol": "quick", "scores": {"mig": 0.')
     ok = False
     try:
         import inspect
@@ -254,7 +257,10 @@ def test_report_on_a_half_finished_sweep(ref_run, mid_run, tmp_path, capsys, rec
         params = inspect.signature(latentSpace.compute_metrics).parameters
         opts = {"metrics": ["mig"]} if "metrics" in params else None
         out = latentSpace.report(sweep, "quick", progress=True, metric_options=opts)
-        printed = capsys.readouterr().out
+        captured = capsys.readouterr()
+        printed = captured.out
+        assert str(corrupt) in captured.err  # the warning names the corrupt file
+        assert latentSpace.read_metrics(sweep / "beta1_seed0")["protocol"] == "quick"
         rows = (out / "scores.csv").read_text().splitlines()
         assert len(rows) == 2 and rows[1].startswith("beta1_seed0,")
         index = (out / "index.md").read_text()
@@ -263,4 +269,4 @@ def test_report_on_a_half_finished_sweep(ref_run, mid_run, tmp_path, capsys, rec
         assert tree_hash(sweep / "beta4_seed0") == unfinished
         ok = True
     finally:
-        record("latentSpace report on a half-finished sweep", ok)
+        record("latentSpace report: half-finished sweep, corrupt metrics.json", ok)
