@@ -94,7 +94,7 @@ def encode(model, images, batch: int = 256, progress: bool = False):
     enc, _ = _compiled(model)
     means, logvars = [], []
     starts = range(0, len(x), batch)
-    if progress and len(x) > batch:
+    if progress and len(x) > 8 * batch:  # a bar only for long encodes
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="encode", unit="batch", leave=False)
@@ -659,7 +659,7 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
     (latentSpace.score_table's rows). PNG, atomic."""
     cols = min(4, len(keys)) or 1
     rows = -(-len(keys) // cols) or 1
-    fig = _figure(3.3 * cols, 2.9 * rows + 0.8)
+    fig = _figure(max(3.3 * cols, 8.0), 2.9 * rows + 0.8)
     axes = fig.subplots(rows, cols, squeeze=False)
     norms = [
         r["beta_norm"] / r["beta"] for r in records if r["beta"] > 0 and np.isfinite(r["beta_norm"])
@@ -670,7 +670,14 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
         for b, v in zip(betas, vals):
             ax.scatter(np.full(len(v), b), v, s=8, color="0.6", zorder=2)
         ax.errorbar(betas, mean, yerr=std, color="#1f77b4", marker="o", ms=4, capsize=3, zorder=3)
+        finite = np.concatenate(vals)[np.isfinite(np.concatenate(vals))] if vals else []
+        if len(finite) and finite.min() >= 0 and finite.max() <= 1:
+            ax.set_ylim(-0.03, 1.03)  # a score in [0, 1]: the full range, so gaps are not inflated
         ax.set_title((ylabels or {}).get(key, key), fontsize=9, pad=14)
+        if "active" in key:  # counts of units or dims
+            from matplotlib.ticker import MaxNLocator
+
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         _beta_axis(ax, betas, norm_factor)
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)

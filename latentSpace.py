@@ -68,7 +68,7 @@ from rundir import RunDirError
 EVAL_SAMPLES = {"quick": 500, "study": 2000}
 RESPONSE_BASES = {"quick": 8, "study": 32}  # factor-response plot: random bases averaged over
 GEOMETRY_BASES = 2  # latent-geometry plot: one panel per base
-QUICK_NOTE = "quick protocol: reduced sample counts for CPU, not comparable to published numbers"
+QUICK_NOTE = "reduced sample counts for CPU, not comparable to published numbers"
 FIGURES = {  # <run>/figures/<file>: what evaluate() writes
     "traversals": "traversals.png",
     "traversals_gif": "traversals.gif",
@@ -334,7 +334,9 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
     out = {
         "run": run_dir.name,
         "protocol": protocol,
-        "protocol_note": QUICK_NOTE if protocol == "quick" else "disentanglement_lib study counts",
+        "protocol_note": f"quick: {QUICK_NOTE}"
+        if protocol == "quick"
+        else "disentanglement_lib study counts",
         "seed": int(seed),
         "metric_options": metric_options or {},
         "beta": cfg.beta,

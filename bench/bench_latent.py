@@ -182,7 +182,9 @@ def run(quick: bool = False) -> str:
         *rows,
         "",
         "The last column divides by the encoder time measured inside the suite itself, so it is "
-        "immune to the machine getting busier between the raw measurement and the suite. "
+        "immune to the machine getting busier or quieter between the raw measurement and the suite "
+        "(a before/after raw rate that differs by more than ~20% says that happened: trust the "
+        "last column then). "
         "Extrapolated = metric maths timed at those counts + passes ÷ raw encoder rate + passes ÷ "
         "image-generation rate (encoding and generation are sequential in the suite). The study "
         f"protocol is not run for real here: at these rates it takes about {pred_s / 3600:.1f} h "

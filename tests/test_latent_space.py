@@ -16,7 +16,7 @@ import latentSpace as ls
 import rundir
 import training
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:FactorVAE. every code dim")]
 REPO = Path(__file__).resolve().parents[1]
 # The quick protocol shrunk further for this file: these tests check the plumbing, the files
 # and determinism, not the scores (tests/test_metrics.py checks those on synthetic codes).
