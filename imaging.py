@@ -55,7 +55,9 @@ def save_png(path, image: np.ndarray) -> Path:
 
 
 def save_gif(path, frames: list[np.ndarray], fps: float = 4.0) -> Path:
-    """Looping GIF from equally sized uint8 frames."""
+    """Looping GIF from equally sized uint8 frames (greyscale frames are stored as RGB: Pillow
+    gives each greyscale frame its own palette, which imageio cannot read back as one stack)."""
+    frames = [np.repeat(f[..., None], 3, axis=-1) if f.ndim == 2 else f for f in frames]
     with atomic_path(path, suffix=".gif") as tmp:
         imageio.mimsave(tmp, frames, duration=1.0 / fps, loop=0)
     return Path(path)

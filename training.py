@@ -295,6 +295,8 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "img_per_s": (end - start) * cfg.batch_size / elapsed if end > start else None,
             "train_seconds": elapsed,
             "devices": strategy.num_replicas_in_sync,
+            # the data this run saw (render hash included): latentSpace.check_sampler compares it
+            "data_config": data.config(),
             "tf": tf.__version__,
             "keras": keras.__version__,
         }
