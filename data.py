@@ -21,6 +21,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+import rundir
+
 EXPORT_FIX = "re-create it with `.venv/bin/python dataset.py export --n N --out {path}`"
 KEYS = ("images", "factors", "factor_names", "meta")
 
@@ -32,6 +34,7 @@ def load_arrays(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"exported dataset {path!r} does not exist: {fix}")
     try:
+        rundir.check_zip_crc(path)  # every member, not only those np.load reads to the end
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in KEYS if k not in z.files]
             if missing:

@@ -39,6 +39,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+import rundir
+
 RENDER_FIX = "run `.venv/bin/python blender/render_shapes.py --out {path}` (or `make demo`)"
 
 
@@ -53,6 +55,7 @@ def load_renders(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"dataset file {path!r} does not exist: {fix}")
     try:
+        rundir.check_zip_crc(path)  # every member, not only those np.load reads to the end
         with np.load(path, allow_pickle=False) as z:
             names = [str(s) for s in z["factor_names"]]
             values = {n: z[f"values_{n}"] for n in names}

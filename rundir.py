@@ -223,16 +223,23 @@ def list_checkpoints(run_dir) -> list[Path]:
     return sorted(p for p in ckpt_dir.iterdir() if CKPT_RE.match(p.name))
 
 
+def check_zip_crc(path) -> None:
+    """Raises zipfile.BadZipFile unless every member of the .npz at ``path`` has a good CRC-32.
+
+    np.load reads a member only as far as its .npy header says, so zipfile checks the CRC-32 only
+    of members read to the end: a flipped bit in a header length would shift the data silently.
+    testzip() reads every member in full and checks every CRC.
+    """
+    with zipfile.ZipFile(path) as zf:
+        bad = zf.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"bad CRC-32 for {bad}")
+
+
 def read_checkpoint(path) -> tuple[dict, list]:
     """(meta, arrays) of one checkpoint; RunDirError naming the file if it is unreadable."""
     try:
-        # np.load reads a member only as far as its header says, so zipfile checks the CRC-32
-        # only of members read to the end: a flipped bit in an .npy header length would shift
-        # the weights silently. testzip() reads every member in full and checks every CRC.
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-        if bad is not None:
-            raise zipfile.BadZipFile(f"bad CRC-32 for {bad}")
+        check_zip_crc(path)
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes().decode())
             arrays = [z[f"v{i:04d}"] for i in range(len(meta["paths"]))]
