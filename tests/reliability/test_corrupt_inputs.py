@@ -139,11 +139,6 @@ def test_bit_flips_give_a_named_error_or_identical_data(kind, damaged_inputs, tm
            "none" if not silent else f"{len(silent)}/{len(positions)} flips: silent change")  # fmt: skip
     assert not leaks, f"{len(leaks)} raw exceptions escaped, e.g. {leaks[:3]}"
     assert not unnamed, f"errors that do not name the file: {unnamed[:3]}"
-    if kind == "exported npz" and silent:
-        pytest.xfail(
-            f"data.load_arrays: {len(silent)} flips in the zip directory entry of factor_sizes "
-            "drop it silently (it is optional); see test_npy_header_flip_is_detected"
-        )
     assert not silent, f"{len(silent)} flips loaded different data silently: {silent[:5]}"
 
 
