@@ -28,12 +28,10 @@ The sampler follows disentanglement_lib's GroundTruthData contract (Locatello et
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-import tempfile
 import zipfile
 
 import numpy as np
@@ -354,29 +352,6 @@ def _pyramid(base: np.ndarray, size: int, min_scale: float):
 # ---------------------------------------------------------------------------- CLI helpers
 
 
-def _atomic_path(out: str) -> tuple[str, str]:
-    d = os.path.dirname(os.path.abspath(out))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=d)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file the usual mode
-    return tmp, out
-
-
-@contextlib.contextmanager
-def atomic_write(out: str):
-    """Yield a temporary path in out's directory; rename it to `out` only on success."""
-    tmp, out = _atomic_path(out)
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
 def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
     """A contact sheet of n on-the-fly samples (continuous scale/position), with labels."""
     import matplotlib  # noqa: PLC0415 (only the CLI needs it)
@@ -409,7 +384,7 @@ def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
         wrap=True,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    with atomic_write(out) as tmp:
+    with rundir.atomic_path(out, suffix=os.path.splitext(out)[1] or None) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return out
@@ -446,7 +421,7 @@ def export(
         from tqdm import tqdm  # noqa: PLC0415
 
         bar = tqdm(total=n, desc="export", unit="img")
-    with atomic_write(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+    with rundir.atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         with _npy_member(zf, "images", dtype, (n, s, s, 1)) as fp:
             done = 0
             while done < n:
@@ -495,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             path = export(ds, a.out, a.n, seed=a.seed, dtype=a.dtype, discrete=a.discrete)
             print(f"wrote {path}: {a.n} images {a.image_size}px ({a.dtype})")
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, rundir.RunDirError) as e:
         print(f"dataset.py: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -58,8 +58,11 @@ def atomic_path(path, suffix=None):
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_temps(path)
+        # The writer's pid is in the name, so a later writer can tell a killed writer's leftover
+        # from a live one's file: .<name>.<pid>.<random><suffix>
         fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent
+            prefix=f".{path.name}.{os.getpid()}.", suffix=suffix or ".tmp", dir=path.parent
         )
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
@@ -199,8 +202,33 @@ def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
 # a kill -9 mid-write leaves one behind; they never match a final name and are removed on resume.
 _TRAINING_TEMP_RE = re.compile(
     r"^\.(ckpt-\d{8}\.npz|frame_\d{8}\.png|history\.csv|config\.json|summary\.json|"
-    r"model\.keras|training\.gif)\.[A-Za-z0-9_]{8}(\.tmp|\.png|\.keras|\.gif)$"
+    r"model\.keras|training\.gif)\.(\d+\.)?[A-Za-z0-9_]{8}(\.tmp|\.png|\.keras|\.gif)$"
 )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_temps(path) -> list[Path]:
+    """Deletes the temporary files of ``path`` (.<name>.<pid>.*) whose writer process is dead:
+    what a ``kill -9`` during an atomic write leaves behind (an export can be hundreds of MB)."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]{{8}}\.\w+$")
+    removed = []
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            m = pattern.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def remove_stale_temps(run_dir) -> list[Path]:

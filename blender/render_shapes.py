@@ -400,22 +400,35 @@ def _check_cached(cfg: RenderConfig, out: str) -> str | None:
 
 
 def _save_atomic(out: str, arrays: dict) -> None:
-    d = os.path.dirname(os.path.abspath(out))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=d)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """np.savez to a temporary file (named with our pid) in out's directory, fsync, rename; the
+    temporary files of killed renders (dead pids) are removed first (rundir.atomic_path)."""
+    _repo_on_path()
+    import rundir
+
+    with rundir.atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _repo_on_path() -> None:
+    """The repository root (parent of blender/) on sys.path: as a script or inside Blender
+    (`blender -b -P`) sys.path[0] is blender/, not the root that holds rundir.py."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.append(root)
+
+
+def _remove_dead_view_pngs(directory: str) -> None:
+    """View PNGs (render_shapes_<pid>_*.png) of renders killed mid-view."""
+    _repo_on_path()
+    import rundir
+
+    for name in os.listdir(directory):
+        parts = name.split("_")
+        if name.startswith("render_shapes_") and len(parts) > 3 and parts[2].isdigit():
+            pid = int(parts[2])
+            if pid != os.getpid() and not rundir.pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))
 
 
 def render_dataset(
@@ -432,6 +445,8 @@ def render_dataset(
             print(f"render_shapes: reusing {out} (config hash {cfg.config_hash()})")
             return out
         print(f"render_shapes: re-rendering {out}: {why}")
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    _remove_dead_view_pngs(shm)  # left by a render killed mid-view
     t0, timing = time.perf_counter(), {}
     images = render_images(cfg, progress=progress, timing=timing)
     seconds = time.perf_counter() - t0

@@ -140,18 +140,6 @@ def test_kill9_export_then_rerun(fraction, shapes_npz, export_ref, tmp_path, rec
         LEFTOVERS["export"] = temp_files(tmp_path)
 
 
-LEAK_REASON = (
-    "a kill -9 leaves the writer's temporary file behind and the re-run does not remove it: "
-    "dataset.py atomic_write (export: up to the whole export, e.g. 160 MB for --n 10000 at 128²) "
-    "and blender/render_shapes.py _save_atomic (.shapes.npz.*.tmp), plus the view PNG under "
-    "/dev/shm/render_shapes_<pid>_*. Suggested fix: put the pid in the temp name "
-    "(.<name>.<pid>.XXXX.tmp, /dev/shm/render_shapes_<pid>_...) and, before writing, remove "
-    "those whose pid is no longer alive (training does this under its run lock: "
-    "rundir.remove_stale_temps)."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LEAK_REASON)
 def test_reruns_remove_the_temporary_files_of_killed_writers():
     """Reads what the kill tests above left in their directories after the re-run."""
     if not LEFTOVERS:
