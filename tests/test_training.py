@@ -180,3 +180,14 @@ def test_cli_unknown_preset_and_missing_data(tmp_path):
            "--data_path", str(tmp_path / "missing.npz")]  # fmt: skip
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2 and "missing.npz" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_larger_steps_extends_a_finished_run(cfg, tmp_path):
+    out = tmp_path / "run"
+    short = training.preset_config("test", data_path=cfg.data_path, steps=20)
+    assert training.train(short, out, progress=False)["step"] == 20
+    longer = training.preset_config("test", data_path=cfg.data_path, steps=40)
+    summary = training.train(longer, out, progress=False)
+    assert summary["status"] == "done" and summary["step"] == 40
+    assert [r["step"] for r in rundir.read_history(out)] == [10, 20, 30, 40]
+    assert json.loads((out / "config.json").read_text())["steps"] == 40
