@@ -47,3 +47,33 @@ def tiny_dataset(shapes_npz):
     import dataset
 
     return dataset.ShapesDataset(shapes_npz, image_size=32)
+
+
+class NaNAfter:
+    """Wraps a ShapesDataset so that batches from step ``k`` on contain a NaN pixel."""
+
+    def __init__(self, data, k):
+        self.data, self.k = data, k
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    def tf_dataset(self, batch_size, seed, start=0, **kw):
+        import numpy as np
+        import tensorflow as tf
+
+        ds = self.data.tf_dataset(batch_size, seed, start=start, **kw)
+        steps = tf.data.Dataset.range(start, 2**62)
+
+        def poison(step, batch):
+            x, y = batch
+            value = tf.where(step >= self.k, np.float32(np.nan), x[0, 0, 0, 0])
+            return tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0]], [value]), y
+
+        return tf.data.Dataset.zip((steps, ds)).map(poison)
+
+
+@pytest.fixture
+def nan_after():
+    """``nan_after(dataset, k)``: the dataset with a NaN pixel in every batch from step k on."""
+    return NaNAfter

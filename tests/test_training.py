@@ -98,33 +98,10 @@ def test_second_writer_is_locked_out(cfg, tmp_path):
         training.train(cfg, out, progress=False)
 
 
-class _NaNAfter:
-    """Wraps a ShapesDataset so that batches from step ``k`` on contain a NaN pixel."""
-
-    def __init__(self, data, k):
-        self.data, self.k = data, k
-
-    def __getattr__(self, name):
-        return getattr(self.data, name)
-
-    def tf_dataset(self, batch_size, seed, start=0, **kw):
-        import tensorflow as tf
-
-        ds = self.data.tf_dataset(batch_size, seed, start=start, **kw)
-        steps = tf.data.Dataset.range(start, 2**62)
-
-        def poison(step, batch):
-            x, y = batch
-            value = tf.where(step >= self.k, np.float32(np.nan), x[0, 0, 0, 0])
-            return tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0]], [value]), y
-
-        return tf.data.Dataset.zip((steps, ds)).map(poison)
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cfg, tmp_path, monkeypatch, nan_after):
     out = tmp_path / "run"
     real = training.make_dataset
-    monkeypatch.setattr(training, "make_dataset", lambda c: _NaNAfter(real(c), 25))
+    monkeypatch.setattr(training, "make_dataset", lambda c: nan_after(real(c), 25))
     with pytest.raises(training.NonFiniteLoss, match=r"step 26(.|\n)*ckpt-00000020\.npz is intact"):
         training.train(cfg, out, progress=False)
     assert (out / "config.json").exists()

@@ -40,38 +40,15 @@ def test_huge_learning_rate_stops_with_a_message(shapes_npz, tmp_path, capsys, r
         record("NaN: huge learning rate (CLI)", ok)
 
 
-class _NaNAfter:
-    """Wraps a ShapesDataset so that batches from step ``k`` on contain a NaN pixel."""
-
-    def __init__(self, data, k):
-        self.data, self.k = data, k
-
-    def __getattr__(self, name):
-        return getattr(self.data, name)
-
-    def tf_dataset(self, batch_size, seed, start=0, **kw):
-        import tensorflow as tf
-
-        ds = self.data.tf_dataset(batch_size, seed, start=start, **kw)
-        steps = tf.data.Dataset.range(start, 2**62)
-
-        def poison(step, batch):
-            x, y = batch
-            value = tf.where(step >= self.k, np.float32(np.nan), x[0, 0, 0, 0])
-            return tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0]], [value]), y
-
-        return tf.data.Dataset.zip((steps, ds)).map(poison)
-
-
 def test_nan_loss_mid_run_keeps_the_last_good_checkpoint_across_reruns(
-    shapes_npz, tmp_path, monkeypatch, record
+    shapes_npz, tmp_path, monkeypatch, record, nan_after
 ):
     """A NaN loss at step 46: stops with NonFiniteLoss, ckpt-40 intact; re-running resumes from
     it and stops at the same step again, leaving ckpt-40 byte-identical."""
     run = tmp_path / "run"
     cfg = training.preset_config("test", data_path=str(shapes_npz))
     real = training.make_dataset
-    monkeypatch.setattr(training, "make_dataset", lambda c: _NaNAfter(real(c), 45))
+    monkeypatch.setattr(training, "make_dataset", lambda c: nan_after(real(c), 45))
     ok = False
     try:
         for _ in range(2):
