@@ -117,6 +117,8 @@ class Frames(_StepCallback):
         for p in self.dir.glob("frame_*.png"):
             if int(p.stem.split("_")[1]) > start:
                 p.unlink()
+        # the GIF's frames so far, read once; each new frame is appended in memory
+        self.frames = [imaging.imageio.imread(p) for p in sorted(self.dir.glob("frame_*.png"))]
 
     def on_train_begin(self, logs=None):
         if self.start == 0:
@@ -130,9 +132,10 @@ class Frames(_StepCallback):
         recon = np.asarray(self.model.reconstruct(self.fixed))  # (F, S, S, 1)
         image = imaging.grid(np.stack([self.fixed, recon]))  # row 0 inputs, row 1 reconstructions
         label = f"step {step}  beta={self.cfg.beta:g}  top: input, bottom: reconstruction"
-        imaging.save_png(self.dir / f"frame_{step:08d}.png", imaging.caption(image, label))
-        frames = [imaging.imageio.imread(p) for p in sorted(self.dir.glob("frame_*.png"))]
-        imaging.save_gif(self.out / "training.gif", frames)
+        frame = imaging.caption(image, label)
+        imaging.save_png(self.dir / f"frame_{step:08d}.png", frame)
+        self.frames.append(frame)
+        imaging.save_gif(self.out / "training.gif", self.frames)
 
 
 class Checkpoint(_StepCallback):

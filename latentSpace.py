@@ -219,7 +219,7 @@ def reconstruction_error(model, images, batch: int = 256) -> dict:
 
 
 def _title(run_dir, cfg, protocol=None) -> str:
-    bn = cfg.beta * cfg.latent_dim / cfg.image_size**2
+    bn = cfg.beta_norm
     tag = " [quick]" if protocol == "quick" else ""
     return f"{Path(run_dir).name}: β={cfg.beta:g} (β_norm={bn:.3g}){tag}"
 
@@ -340,7 +340,7 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
         "seed": int(seed),
         "metric_options": metric_options or {},
         "beta": cfg.beta,
-        "beta_norm": cfg.beta * cfg.latent_dim / cfg.image_size**2,
+        "beta_norm": cfg.beta_norm,
         "train_seed": cfg.seed,
         "step": summary.get("step"),
         "latent_dim": cfg.latent_dim,
@@ -411,7 +411,7 @@ def sweep_runs(sweep_dir) -> list[dict]:
         if d.is_dir() and (d / "config.json").exists() and d.name not in entries:
             cfg = training.load_config(d)
             entries[d.name] = {"name": d.name, "beta": cfg.beta, "seed": cfg.seed,
-                               "beta_norm": cfg.beta * cfg.latent_dim / cfg.image_size**2}  # fmt: skip
+                               "beta_norm": cfg.beta_norm}  # fmt: skip
     if not entries and not (sweep_dir / "sweep.json").exists():
         raise RunDirError(
             f"{sweep_dir}: not a sweep directory (no sweep.json and no run directories); create one "

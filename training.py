@@ -66,6 +66,11 @@ class TrainConfig:
     frame_images: int = 8
     preset: str = "paper"
 
+    @property
+    def beta_norm(self) -> float:
+        """β · M / N (Higgins et al. 2017), as variationAutoEncoder.beta_norm; keras-free here."""
+        return self.beta * self.latent_dim / self.image_size**2
+
     def validate(self) -> TrainConfig:
         from variationAutoEncoder import DECODERS, LIKELIHOODS, OBJECTIVES, check_image_size
 
@@ -287,7 +292,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "status": "done",
             "step": cfg.steps,
             "beta": cfg.beta,
-            "beta_norm": cfg.beta * cfg.latent_dim / cfg.image_size**2,
+            "beta_norm": cfg.beta_norm,
             "seed": cfg.seed,
             "loss": last.get("loss"),
             "recon": last.get("recon"),
@@ -295,7 +300,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "active_units": int(sum(k > 0.01 for k in kls)),
             "img_per_s": (end - start) * cfg.batch_size / elapsed if end > start else None,
             "train_seconds": elapsed,
-            "devices": strategy.num_replicas_in_sync,
+            "devices": replicas,
             # the data this run saw (render hash included): latentSpace.check_sampler compares it
             "data_config": data.config(),
             "tf": tf.__version__,
@@ -416,7 +421,7 @@ def _sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
             name = run_name(beta, seed)
             done = (out / name / "summary.json").exists()
             entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
-            entry["beta_norm"] = beta * base.latent_dim / base.image_size**2
+            entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
             entry["status"] = "done" if done else "pending"
             runs.append(entry)
     names = {r["name"] for r in runs}
