@@ -176,7 +176,8 @@ def check_final_files(run) -> list[str]:
     steps = history_steps(run)
     if steps and steps != list(range(steps[0], steps[0] * (len(steps) + 1), steps[0])):
         problems.append(f"history.csv steps {steps}")
-    for p in [*sorted((run / "frames").glob("*.png")), run / "training.gif"]:
+    # final names only: a killed writer's ".frame_….<pid>.<rand>.png" temp is not a final file
+    for p in [*sorted((run / "frames").glob("frame_*.png")), run / "training.gif"]:
         if p.exists():
             try:
                 imageio.mimread(p) if p.suffix == ".gif" else imageio.imread(p)
