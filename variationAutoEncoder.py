@@ -57,6 +57,11 @@ def kl_per_dim(mean, logvar):
     return 0.5 * (ops.exp(logvar) + ops.square(mean) - 1.0 - logvar)
 
 
+def _with_fields(config: dict, obj, *names) -> dict:
+    """Keras ``get_config``: the base config plus the constructor arguments ``names`` of ``obj``."""
+    return {**config, **{n: getattr(obj, n) for n in names}}
+
+
 @keras.saving.register_keras_serializable(package=PKG)
 class Sampling(layers.Layer):
     """Reparameterisation z = mean + exp(logvar / 2) · ε (Kingma & Welling 2014).
@@ -123,12 +128,7 @@ class Encoder(keras.Model):
         return mean, ops.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "latent_dim": self.latent_dim,
-            "channels": self.channels,
-            "hidden": self.hidden,
-        }
+        return _with_fields(super().get_config(), self, "latent_dim", "channels", "hidden")
 
 
 def coordinate_grid(size: int):
@@ -199,12 +199,7 @@ class SpatialBroadcastDecoder(keras.Model):
         return self.out(h)  # (B, S, S, 1) logits
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "image_size": self.image_size,
-            "latent_dim": self.latent_dim,
-            "channels": self.channels,
-        }
+        return _with_fields(super().get_config(), self, "image_size", "latent_dim", "channels")
 
 
 @keras.saving.register_keras_serializable(package=PKG)
@@ -236,13 +231,9 @@ class DeconvDecoder(keras.Model):
         return self.out(h)  # (B, S, S, 1) logits
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "image_size": self.image_size,
-            "latent_dim": self.latent_dim,
-            "channels": self.channels,
-            "hidden": self.hidden,
-        }
+        return _with_fields(
+            super().get_config(), self, "image_size", "latent_dim", "channels", "hidden"
+        )
 
 
 @keras.saving.register_keras_serializable(package=PKG)

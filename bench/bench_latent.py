@@ -96,7 +96,7 @@ def run(quick: bool = False) -> str:
     import metrics
     import training
     from dataset import ShapesDataset
-    from figures import _compiled, make_encode_fn
+    from encoding import _compiled, make_encode_fn
 
     ensure_data()
     cfg = training.preset_config("paper", data_path=str(DATA))

@@ -1,0 +1,121 @@
+"""Batched encode/decode of a trained β-VAE as numpy in, numpy out, and the metrics'
+representation function (the posterior mean, as in disentanglement_lib: Locatello et al. 2019).
+
+Each model gets one ``tf.function`` for its encoder and one for its decoder, traced once for any
+batch size, so evaluation and figures never re-trace. Re-exported by figures.py and latentSpace.py.
+
+Nothing is computed, and TensorFlow is not imported, when this module is imported.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+
+import numpy as np
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(model):
+    """(encoder_fn, decoder_fn): one tf.function each per model, traced once for any batch size.
+
+    The functions hold only a weak reference to the model, so the cache does not keep it alive.
+    """
+    fns = _COMPILED.get(model)
+    if fns is None:
+        import tensorflow as tf
+
+        ref = weakref.ref(model)
+        s, d = int(model.image_size), int(model.latent_dim)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, s, s, 1), tf.float32)])
+        def enc(x):  # (B, S, S, 1) → (mean, logvar), each (B, D)
+            return ref().encoder(x)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, d), tf.float32)])
+        def dec(z):  # (B, D) → logits (B, S, S, 1)
+            return ref().decoder(z)
+
+        fns = (enc, dec)
+        _COMPILED[model] = fns
+    return fns
+
+
+def _as_images(images, image_size: int) -> np.ndarray:
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 3 and x.shape[-1] != 1:  # (N, S, S) → (N, S, S, 1)
+        x = x[..., None]
+    if x.ndim == 3:  # one image (S, S, 1)
+        x = x[None]
+    if x.ndim != 4 or x.shape[1:] != (image_size, image_size, 1):
+        raise ValueError(
+            f"images have shape {x.shape}; this model takes (N, {image_size}, {image_size}, 1) "
+            "floats in [0, 1]"
+        )
+    return x
+
+
+def encode(model, images, batch: int = 256, progress: bool = False):
+    """Posterior statistics of ``images`` (N, S, S, 1) in [0, 1], computed ``batch`` at a time.
+
+    Returns (mean, logvar), float32 numpy arrays of shape (N, D).
+    """
+    x = _as_images(images, model.image_size)
+    enc, _ = _compiled(model)
+    means, logvars = [], []
+    starts = range(0, len(x), batch)
+    if progress and len(x) > 8 * batch:  # a bar only for long encodes
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="encode", unit="batch", leave=False)
+    for i in starts:
+        m, lv = enc(x[i : i + batch])
+        means.append(np.asarray(m))
+        logvars.append(np.asarray(lv))
+    d = model.latent_dim
+    if not means:
+        return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32)
+    return np.concatenate(means), np.concatenate(logvars)
+
+
+def decode(model, z, batch: int = 256, logits: bool = False) -> np.ndarray:
+    """(N, D) latents → (N, S, S, 1) pixel means in [0, 1] (or logits), ``batch`` at a time."""
+    z = np.asarray(z, np.float32).reshape(-1, model.latent_dim)
+    _, dec = _compiled(model)
+    outs = [np.asarray(dec(z[i : i + batch])) for i in range(0, len(z), batch)]
+    s = model.image_size
+    out = np.concatenate(outs) if outs else np.zeros((0, s, s, 1), np.float32)
+    return out if logits else 1.0 / (1.0 + np.exp(-out))
+
+
+class EncodeFn:
+    """``encode_fn(images (N, S, S, 1)) -> codes (N, D)``: the posterior mean, batched.
+
+    This is the representation function the metrics consume (disentanglement_lib's convention:
+    the mean of q(z|x), never a sample). ``images`` counts every image encoded and ``seconds`` the
+    time spent encoding, so the cost of an evaluation can be stated in encoder passes.
+    """
+
+    def __init__(self, model, batch: int = 256):
+        self.model, self.batch = model, int(batch)
+        self.images, self.calls, self.seconds = 0, 0, 0.0  # totals over every call
+
+    def __call__(self, images) -> np.ndarray:
+        t0 = time.perf_counter()
+        mean, _ = encode(self.model, images, self.batch)
+        self.seconds += time.perf_counter() - t0
+        self.images += len(mean)
+        self.calls += 1
+        return mean
+
+
+def make_encode_fn(model, batch: int = 256) -> EncodeFn:
+    """The metrics' representation function for ``model`` (posterior means, batched)."""
+    return EncodeFn(model, batch)
+
+
+def kl_per_latent(mean, logvar) -> np.ndarray:
+    """KL(N(mean, exp(logvar)) ‖ N(0, 1)) per sample and latent, (N, D) → (N, D), in nats."""
+    mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+    return 0.5 * (np.exp(logvar) + mean**2 - 1.0 - logvar)
