@@ -20,7 +20,7 @@ demo: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
 	$(PY) dataset.py sheet --data $(DATA) --out img/samples.png
 	$(PY) training.py sweep --preset demo --betas 1 4 16 --seeds 0 --out $(DEMO)
-	$(PY) latentSpace.py report $(DEMO) --protocol quick
+	$(PY) latentSpace.py report $(DEMO) --protocol study
 
 ## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability)
 test: setup

@@ -11,7 +11,7 @@ array-in, PNG-out parts so that latentSpace.py stays about evaluation and report
 - ``plot_latent_geometry``: a pos_x × pos_y grid mapped into the two latents that carry
   position (Watters et al. 2019, "Spatial Broadcast Decoder", arXiv:1901.07017, Fig. 3).
 - ``plot_kl_per_latent``: KL(q(z_d|x) ‖ N(0, 1)) per latent and the number of active units.
-- ``plot_vs_beta``: a sweep's scores against β (mean ± std over seeds), β_norm on a top axis.
+- ``plot_vs_beta``: a sweep's scores against β (mean ± sample std over seeds), β_norm on top.
 
 Plots use ``matplotlib.figure.Figure`` with the Agg canvas directly, never pyplot: no global
 backend switch (a notebook keeps its own), no figure registry to leak, nothing to close. Every
@@ -508,12 +508,20 @@ def plot_kl_per_latent(kl, out, threshold=ACTIVE_KL, title=None) -> Path:
 
 
 # ----------------------------------------------------------------------------- sweeps
+def seed_std(values) -> float:
+    """Sample standard deviation (ddof=1) of the finite ``values``, the spread over seeds that
+    papers report; 0 for a single seed, NaN for none."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else float("nan"))
+
+
 def _by_beta(records, key) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """(betas, mean, std, per-β values) of ``key`` over seeds, NaNs ignored."""
+    """(betas, mean, sample std, per-β values) of ``key`` over seeds, NaNs ignored."""
     betas = sorted({r["beta"] for r in records})
     vals = [np.array([r[key] for r in records if r["beta"] == b], float) for b in betas]
     mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
-    std = np.array([np.nanstd(v) if np.isfinite(v).any() else np.nan for v in vals])
+    std = np.array([seed_std(v) for v in vals])
     return np.array(betas, float), mean, std, vals
 
 
@@ -545,8 +553,8 @@ def _beta_axis(ax, betas, norm_factor):
 
 
 def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
-    """One subplot per key: mean ± std over seeds against β (log-x), single seeds as grey dots,
-    β_norm = β·M/N on the top axis. ``records``: dicts with "beta", "beta_norm" and the keys
+    """One subplot per key: mean ± sample std (ddof=1) over seeds against β (log-x), single
+    seeds as grey dots, β_norm = β·M/N on the top axis. ``records``: dicts with "beta", "beta_norm" and the keys
     (latentSpace.score_table's rows). PNG, atomic."""
     cols = min(4, len(keys)) or 1
     rows = -(-len(keys) // cols) or 1
@@ -572,7 +580,7 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
         _beta_axis(ax, betas, norm_factor)
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
-    fig.suptitle(f"{title}\nmean ± std over seeds (grey: single seeds); top axis: β_norm = β·M/N",
+    fig.suptitle(f"{title}\nmean ± sample std over seeds (grey: single seeds); top axis: β_norm = β·M/N",
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
     return _save(fig, out)
@@ -582,5 +590,5 @@ __all__ = [
     "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "factor_sweep_factors",
     "kl_per_latent", "latent_color", "latent_geometry", "make_encode_fn", "pick_position_latents",
     "plot_factor_response", "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions",
-    "plot_traversals", "plot_vs_beta", "traversal_gif", "traversal_images",
+    "plot_traversals", "plot_vs_beta", "seed_std", "traversal_gif", "traversal_images",
 ]  # fmt: skip

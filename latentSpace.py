@@ -62,6 +62,7 @@ from figures import (
     plot_reconstructions,
     plot_traversals,
     plot_vs_beta,
+    seed_std,
     traversal_gif,
     traversal_images,
 )
@@ -205,7 +206,7 @@ def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=No
     """Evaluates what is missing in a sweep and writes ``<sweep>/report/``; returns its path.
 
     report/scores.csv         one row per (β, seed): β, β_norm, seed, every metric, recon, active units
-    report/scores_vs_beta.png every metric, mean ± std over seeds, against β (β_norm on top)
+    report/scores_vs_beta.png every metric against β (β_norm on top): mean ± sample std over seeds
     report/recon_vs_beta.png, report/active_units_vs_beta.png
     report/index.md           the tables, the plots, and per β the traversals, factor response,
                               geometry and training GIF of the run (relative links)
@@ -291,10 +292,10 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
             for k in [*shown, "recon", "active_units"]:
                 v = np.array([r[k] for r in rs], float)
                 row[k] = (
-                    f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
+                    f"{np.nanmean(v):.3f} ± {seed_std(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
                 )
             agg.append(row)
-        lines += ["", f"## Scores (mean ± std over seeds; {protocol})", "", _md_table(summary_cols, agg),
+        lines += ["", f"## Scores (mean ± sample std over seeds; {protocol})", "", _md_table(summary_cols, agg),
                   "", "Per run: [scores.csv](scores.csv)", "", _md_table(cols, records), ""]  # fmt: skip
         for key, title in (("scores", "Scores vs β"), ("recon", "Reconstruction error vs β"),
                            ("active", "Active units vs β")):  # fmt: skip
@@ -444,7 +445,7 @@ __all__ = [
     "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "kl_per_latent",
     "latent_geometry", "make_encode_fn", "pick_position_latents", "plot_factor_response",
     "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions", "plot_traversals",
-    "plot_vs_beta", "traversal_gif", "traversal_images",
+    "plot_vs_beta", "seed_std", "traversal_gif", "traversal_images",
     # runs and evaluation (evaluation.py), reports
     "EVAL_SAMPLES", "FIGURES", "HEADLINE", "QUICK_NOTE", "metric_order", "check_sampler", "collect", "evaluate", "figures", "load_run", "main", "read_metrics",
     "reconstruction_error", "report", "score_table", "sweep_runs", "write_run_figures",

@@ -160,7 +160,10 @@ def beta_vae_score(
     sklearn LogisticRegression (defaults) predicts the factor; train and eval accuracies.
     Differences: all pairs are drawn at once and encoded in chunks with duplicates encoded once,
     the fixed factor is drawn among factors with more than one value, and the classifier is
-    seeded from `rng`.
+    seeded from `rng`. At study counts lbfgs can stop at sklearn's max_iter=100 with a
+    ConvergenceWarning; it is left visible and the default kept for comparability. Measured on a
+    demo-preset run (β=2): eval accuracy 0.7598 with max_iter 100 and with 5000, train 0.7650 vs
+    0.7648.
     """
     active = _active_factors(sampler)
     ytr, a_tr, b_tr = _beta_vae_factors(sampler, rng, batch_size, num_train, active)

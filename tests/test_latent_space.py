@@ -210,6 +210,20 @@ def test_report_scores_finished_runs_and_lists_the_unfinished_one(sweep, capsys)
         assert len(imageio.mimread(figs / "traversals.gif")) > 1
 
 
+def test_spread_over_seeds_is_the_sample_std():
+    """Two seeds 1 and 3: the spread papers report is √2 (ddof=1), not numpy's default 1."""
+    import figures
+
+    assert ls.seed_std([1.0, 3.0]) == pytest.approx(math.sqrt(2))
+    assert ls.seed_std([2.0]) == 0.0 and math.isnan(ls.seed_std([]))
+    assert ls.seed_std([1.0, float("nan"), 3.0]) == pytest.approx(math.sqrt(2))
+    records = [{"beta": 1.0, "beta_norm": 0.01, "mig": v} for v in (0.1, 0.3)]
+    records += [{"beta": 4.0, "beta_norm": 0.04, "mig": 0.5}]
+    betas, mean, std, _ = figures._by_beta(records, "mig")
+    assert betas.tolist() == [1.0, 4.0] and mean == pytest.approx([0.2, 0.5])
+    assert std == pytest.approx([0.1 * math.sqrt(2), 0.0])
+
+
 def test_corrupt_metrics_json_is_named_and_reevaluated(sweep, capsys):
     path = sweep / "beta4_seed0" / "metrics.json"
     path.write_text('{"protocol": "quick", "mig": ')
