@@ -1,6 +1,10 @@
 """Runs every benchmark and writes BENCHMARKS.md (atomically).
 
 python bench/run_all.py --out BENCHMARKS.md [--quick] [--only data train metrics latent]
+
+Each section sits between ``<!-- bench:NAME -->`` markers, so ``--only`` re-measures some sections
+and keeps the others of the existing file as they were (each section names its own command,
+machine and date).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine  # noqa: E402
 
 SECTIONS = ["bench_data", "bench_train", "bench_metrics", "bench_latent"]
+
+
+def _sections(text: str) -> dict[str, str]:
+    """{bench module: its section} of an existing BENCHMARKS.md (between the markers)."""
+    pat = re.compile(r"<!-- bench:(\w+) -->\n(.*?)\n<!-- /bench:\1 -->", re.S)
+    return {m.group(1): m.group(2) for m in pat.finditer(text)}
 
 
 def main(argv=None) -> int:
@@ -29,22 +40,40 @@ def main(argv=None) -> int:
     import rundir
 
     names = [s for s in SECTIONS if not args.only or s.removeprefix("bench_") in args.only]
-    parts = [
+    unknown = sorted(set(args.only or []) - {s.removeprefix("bench_") for s in SECTIONS})
+    if unknown:
+        p.error(f"--only {' '.join(unknown)}: choose among "
+                f"{' '.join(s.removeprefix('bench_') for s in SECTIONS)}")  # fmt: skip
+    kept = _sections(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    today = datetime.date.today()
+    header = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (`python bench/run_all.py`) on {datetime.date.today()}.",
+        f"Written by `make bench` (`python bench/run_all.py`); last run {today}"
+        + (
+            f" (sections: {', '.join(n.removeprefix('bench_') for n in names)})"
+            if args.only
+            else ""
+        )
+        + ".",
         f"Machine: {machine()}.",
         "Every figure is measured in one run of the command; compare ratios, not absolute rates.",
         "",
     ]
-    failed = 0
+    sections, failed = {}, 0
     for name in names:
         print(f"[bench] {name} ...", flush=True)
         try:
-            parts.append(importlib.import_module(name).run(quick=args.quick))
+            title, _, rest = importlib.import_module(name).run(quick=args.quick).partition("\n")
+            sections[name] = f"{title}\n\n_Measured {today}._\n{rest}"
         except Exception:  # one broken benchmark must not hide the others
             failed += 1
-            parts.append(f"## {name}\n\nFAILED:\n```\n{traceback.format_exc()}\n```\n")
+            sections[name] = f"## {name}\n\nFAILED:\n```\n{traceback.format_exc()}\n```\n"
+    parts = list(header)
+    for name in SECTIONS:
+        body = sections.get(name, kept.get(name))
+        if body is not None:
+            parts += [f"<!-- bench:{name} -->", body.strip("\n"), f"<!-- /bench:{name} -->", ""]
     rundir.write_text(args.out, "\n".join(parts))
     print(f"[bench] wrote {args.out}")
     return 1 if failed else 0
