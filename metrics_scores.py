@@ -121,16 +121,24 @@ def _active_factors(sampler) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- BetaVAE
+def _labelled_batches(sampler, rng, batch_size: int, num_points: int, active: np.ndarray):
+    """Labels (P,) drawn among ``active`` factors, then one writable factor batch (P, B, K).
+
+    The draw order (labels, then the batch) is part of the reproducible numbers of both scores."""
+    labels = active[rng.randint(len(active), size=num_points)]
+    return labels, _factor_batch(sampler, rng, batch_size, num_points)
+
+
+def _factor_batch(sampler, rng, batch_size: int, num_points: int) -> np.ndarray:
+    """(P, B, K) factors from ``sampler.sample_factors``, a writable copy."""
+    f = np.array(sampler.sample_factors(num_points * batch_size, rng))
+    return f.reshape(num_points, batch_size, len(sampler.factor_sizes))
+
+
 def _beta_vae_factors(sampler, rng, batch_size: int, num_points: int, active: np.ndarray):
     """Labels (P,) and two factor batches (P, B, K) that agree on the labelled factor."""
-    k = len(sampler.factor_sizes)
-    labels = active[rng.randint(len(active), size=num_points)]
-    f1 = np.asarray(sampler.sample_factors(num_points * batch_size, rng)).reshape(
-        num_points, batch_size, k
-    )
-    f2 = np.array(sampler.sample_factors(num_points * batch_size, rng)).reshape(
-        num_points, batch_size, k
-    )
+    labels, f1 = _labelled_batches(sampler, rng, batch_size, num_points, active)
+    f2 = _factor_batch(sampler, rng, batch_size, num_points)
     p, b = np.arange(num_points)[:, None], np.arange(batch_size)[None, :]
     f2[p, b, labels[:, None]] = f1[p, b, labels[:, None]]
     return labels, f1, f2
@@ -192,11 +200,7 @@ def _split(codes: np.ndarray, blocks: list) -> list:
 # ---------------------------------------------------------------------------- FactorVAE
 def _factor_vae_factors(sampler, rng, batch_size: int, num_points: int, active: np.ndarray):
     """Labels (P,) and factor batches (P, B, K) whose labelled factor is fixed within a batch."""
-    k = len(sampler.factor_sizes)
-    labels = active[rng.randint(len(active), size=num_points)]
-    f = np.array(sampler.sample_factors(num_points * batch_size, rng)).reshape(
-        num_points, batch_size, k
-    )
+    labels, f = _labelled_batches(sampler, rng, batch_size, num_points, active)
     p = np.arange(num_points)
     f[p[:, None], np.arange(batch_size)[None, :], labels[:, None]] = f[p, 0, labels][:, None]
     return labels, f
