@@ -2,7 +2,7 @@
 representation function (the posterior mean, as in disentanglement_lib: Locatello et al. 2019).
 
 Each model gets one ``tf.function`` for its encoder and one for its decoder, traced once for any
-batch size, so evaluation and figures never re-trace. Re-exported by figures.py and latentSpace.py.
+batch size, so evaluation and figures never re-trace. Re-exported by latentSpace.py.
 
 Nothing is computed, and TensorFlow is not imported, when this module is imported.
 """

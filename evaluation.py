@@ -21,12 +21,9 @@ from pathlib import Path
 import numpy as np
 
 import rundir
+from encoding import decode, encode, kl_per_latent, make_encode_fn
 from figures import (
     ACTIVE_KL,
-    decode,
-    encode,
-    kl_per_latent,
-    make_encode_fn,
     plot_factor_response,
     plot_kl_per_latent,
     plot_latent_geometry,

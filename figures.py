@@ -1,6 +1,6 @@
 """Figures of a trained β-VAE's latent space (the batched encode/decode they use is encoding.py).
 
-latentSpace.py is the public entry point and re-exports everything here; this module holds the
+latentSpace.py is the public entry point and re-exports the plotting functions here; this module holds the
 array-in, PNG-out parts so that latentSpace.py stays about evaluation and reports.
 
 - ``plot_traversals`` / ``traversal_gif``: one row per latent, sorted by KL, each row decoding
@@ -27,7 +27,7 @@ import numpy as np
 
 import imaging
 import rundir
-from encoding import EncodeFn, _as_images, decode, encode, kl_per_latent, make_encode_fn
+from encoding import _as_images, decode, encode, kl_per_latent
 
 ACTIVE_KL = 0.01  # nats: a latent whose mean KL exceeds this is "active" (an informative unit)
 _COLORS = [
@@ -587,8 +587,8 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
 
 
 __all__ = [
-    "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "factor_sweep_factors",
-    "kl_per_latent", "latent_color", "latent_geometry", "make_encode_fn", "pick_position_latents",
-    "plot_factor_response", "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions",
-    "plot_traversals", "plot_vs_beta", "seed_std", "traversal_gif", "traversal_images",
+    "ACTIVE_KL", "factor_response", "factor_sweep_factors", "latent_color", "latent_geometry",
+    "pick_position_latents", "plot_factor_response", "plot_kl_per_latent", "plot_latent_geometry",
+    "plot_reconstructions", "plot_traversals", "plot_vs_beta", "seed_std", "traversal_gif",
+    "traversal_images",
 ]  # fmt: skip

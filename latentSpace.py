@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import rundir
+from encoding import EncodeFn, decode, encode, kl_per_latent, make_encode_fn
 from evaluation import (
     EVAL_SAMPLES,
     FIGURES,
@@ -48,13 +49,8 @@ from evaluation import (
 )
 from figures import (
     ACTIVE_KL,
-    EncodeFn,
-    decode,
-    encode,
     factor_response,
-    kl_per_latent,
     latent_geometry,
-    make_encode_fn,
     pick_position_latents,
     plot_factor_response,
     plot_kl_per_latent,
@@ -441,7 +437,7 @@ __all__ = [
     # metrics (metrics.py)
     "PROTOCOLS", "beta_vae_score", "compute_metrics", "dci", "factor_vae_score", "mig",
     "modularity_explicitness", "sap",
-    # encodings and figures (figures.py)
+    # encodings (encoding.py) and figures (figures.py)
     "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "kl_per_latent",
     "latent_geometry", "make_encode_fn", "pick_position_latents", "plot_factor_response",
     "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions", "plot_traversals",
