@@ -6,7 +6,7 @@ SWEEP   ?= runs/demo
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup data demo test bench stress figures lint format clean
+.PHONY: setup data demo study test bench stress figures lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,15 @@ demo: setup
 	$(PY) dataset.py sheet --data $(DATA) --out img/samples.png
 	$(PY) training.py sweep --preset demo --betas 1 4 16 --seeds 0 --out $(DEMO)
 	$(PY) latentSpace.py report $(DEMO) --protocol study
+
+## study: the converged β × seed study (results/study/README.md); resumable, skips published runs
+STUDY_BETAS := 1 2 4 8 16
+STUDY_SEEDS := 0 1 2
+study: setup
+	$(PY) blender/render_shapes.py --out $(DATA)
+	$(PY) training.py sweep --preset study --betas $(STUDY_BETAS) --seeds $(STUDY_SEEDS) \
+		--out runs/study --publish results/study
+	$(PY) latentSpace.py report results/study --protocol study
 
 ## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability)
 test: setup

@@ -15,7 +15,10 @@ Factors, in this order (rendered ones first, as stored in the npz):
   width. pos_x grows to the right, pos_y grows DOWNWARD (image rows).
 - For training these three are continuous (uniform over their ranges). For evaluation they
   take a grid: `num_scales` values linspace over scale_range, `num_positions` over pos_range
-  for each of x and y. Index 0 is always the smallest value.
+  for each of x and y. Index 0 is always the smallest value. By default the grids are sized
+  to the image (`grid_sizes`): neighbouring positions are at least one output pixel apart, and
+  neighbouring scales change the object's radius by at least one pixel, so that every grid
+  step is visible (a finer grid would carry labels that no model can read).
 
 The sampler follows disentanglement_lib's GroundTruthData contract (Locatello et al. 2019):
 `factor_names`, `factor_sizes`, `sample_factors(n, rng) -> int (n, K)`,
@@ -98,6 +101,25 @@ def _ranges(name: str, r, positive: bool) -> tuple[float, float]:
     return lo, hi
 
 
+MAX_SCALES, MAX_POSITIONS = 8, 16  # the grid sizes of the 128² paper setting
+
+
+def grid_sizes(image_size: int, scale_range, pos_range, r_max: float) -> tuple[int, int]:
+    """(num_scales, num_positions): the finest evaluation grids whose every step is visible.
+
+    Positions: neighbouring values at least one output pixel apart, so at most
+    1 + floor((hi - lo) * S) of them (S = image_size, positions in fractions of the width).
+    Scales: neighbouring values change the radius of the object's bounding disc,
+    scale * r_max * S pixels, by at least one pixel. Both are capped at the 128² grid (8, 16).
+    At 32² with scale 0.6-0.9 and pos ±0.1 this gives 4 scales and 7 positions; at 128² with the
+    paper ranges, the full 8 and 16."""
+    s_lo, s_hi = scale_range
+    p_lo, p_hi = pos_range
+    n_pos = 1 + math.floor((p_hi - p_lo) * image_size + 1e-9)
+    n_scale = 1 + math.floor((s_hi - s_lo) * r_max * image_size + 1e-9)
+    return min(n_scale, MAX_SCALES), min(n_pos, MAX_POSITIONS)
+
+
 def _count(name: str, v, lo: float, hi: float) -> int:
     if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -126,8 +148,8 @@ class ShapesDataset:
         image_size: int = 128,
         scale_range: tuple[float, float] = (0.35, 0.7),
         pos_range: tuple[float, float] = (-0.2, 0.2),
-        num_scales: int = 8,
-        num_positions: int = 16,
+        num_scales: int | None = None,
+        num_positions: int | None = None,
     ):
         if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer):
             raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
@@ -136,14 +158,20 @@ class ShapesDataset:
         self.path, self.image_size = str(path), int(image_size)
         self.scale_range = _ranges("scale_range", scale_range, positive=True)
         self.pos_range = _ranges("pos_range", pos_range, positive=False)
-        self.num_scales = _count("num_scales", num_scales, *self.scale_range)
-        self.num_positions = _count("num_positions", num_positions, *self.pos_range)
-
         r = load_renders(self.path)
         base = r["images"]  # uint8 (N, R, R, 1)
         self.meta, self.base_resolution = r["meta"], base.shape[1]
         self.r_max = _max_radius(base)
         self._check_frame()
+        auto_scales, auto_positions = grid_sizes(
+            self.image_size, self.scale_range, self.pos_range, self.r_max
+        )
+        if num_scales is None:
+            num_scales = auto_scales
+        if num_positions is None:
+            num_positions = auto_positions
+        self.num_scales = _count("num_scales", num_scales, *self.scale_range)
+        self.num_positions = _count("num_positions", num_positions, *self.pos_range)
 
         self.rendered_names, self.rendered_sizes = r["names"], r["sizes"]
         self.factor_names = self.rendered_names + ["scale", "pos_x", "pos_y"]

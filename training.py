@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import shutil
 import sys
 import time
@@ -27,6 +28,9 @@ import rundir
 
 # β grid of the paper preset (128² Bernoulli pixels): a log grid from 1 to 256 plus the seed's β=102.
 PAPER_BETAS = (1, 4, 16, 64, 102, 256)
+# β grid of the study preset (32²): β_norm 0.01-0.16, around the seed's β=102 at 128² (β_norm 0.062).
+STUDY_BETAS = (1, 2, 4, 8, 16)
+STUDY_SEEDS = (0, 1, 2)
 
 
 @dataclass
@@ -121,6 +125,14 @@ PRESETS = {
     "demo": TrainConfig(
         image_size=32, channels=32, batch_size=32, steps=2000, log_every=50,
         checkpoint_every=250, frame_every=100, preset="demo",
+    ),
+    # The converged β study (results/study/README.md has the evidence for each setting): 32² is
+    # what a 2-core CPU affords; objects large enough (scale 0.6-0.9) that shape and pose are
+    # worth their nats; 4 000 steps of 32 (the KL levels off by step 2 000: README evidence).
+    "study": TrainConfig(
+        image_size=32, channels=32, batch_size=32, steps=4000, lr=5e-4, scale_range=(0.6, 0.9),
+        pos_range=(-0.1, 0.1), log_every=50, checkpoint_every=500, frame_every=250,
+        preset="study",
     ),
     # CI: seconds per run.
     "test": TrainConfig(
@@ -379,11 +391,19 @@ def run_name(beta: float, seed: int) -> str:
     return f"beta{beta:g}_seed{seed}"
 
 
-def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True) -> dict:
+def sweep(
+    base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publish=None
+) -> dict:
     """Trains every (β, seed) sequentially into ``out/<run_name>``; keeps ``out/sweep.json`` current.
 
-    A re-run skips finished runs (their summary.json exists) and resumes unfinished ones. A run
-    that fails is recorded with its error and the sweep goes on with the next one.
+    Runs go seed-major (every β of the first seed, then the next seed), so a sweep stopped part
+    way has whole β grids. A re-run skips finished runs (their summary.json exists) and resumes
+    unfinished ones. A run that fails is recorded with its error and the sweep goes on.
+
+    ``publish``: a results folder (e.g. ``results/study``). Each run, once finished, is copied
+    there without its checkpoints, frames or TensorBoard logs (``publish_run``), and runs already
+    published are skipped, so a study can be run in parts on different machines, each part
+    committed as it finishes.
     """
     for beta in betas:  # a bad β fails the whole command before anything is written
         for seed in seeds:
@@ -391,8 +411,14 @@ def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True) -> d
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = _sweep_index(base, betas, seeds, out)
+    published = Path(publish) if publish is not None else None
     for entry in index["runs"]:
+        if published is not None and not fresh and _is_published(published / entry["name"]):
+            entry["status"] = "done"
+            continue
         if entry["status"] == "done" and not fresh:
+            if published is not None:
+                publish_run(out / entry["name"], published / entry["name"])
             continue
         entry["status"] = "running"
         rundir.write_json(out / "sweep.json", index)
@@ -402,13 +428,45 @@ def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True) -> d
             entry.update(
                 status="done", loss=summary["loss"], recon=summary["recon"], kl=summary["kl"]
             )
+            if published is not None:
+                publish_run(out / entry["name"], published / entry["name"])
         except (NonFiniteLoss, rundir.RunDirError, ValueError) as e:
             entry.update(status="failed", error=str(e))
             print(f"[sweep] {entry['name']} failed: {e}", file=sys.stderr)
         rundir.write_json(out / "sweep.json", index)
+    if published is not None:
+        rundir.write_json(published / "sweep.json", index)
     if progress:
         print(format_sweep_table(index))
     return index
+
+
+# What a results folder keeps of a finished run: enough to evaluate, plot and resume nothing.
+PUBLISHED_FILES = ("config.json", "summary.json", "history.csv", "training.gif", "model.keras")
+
+
+def _is_published(dest: Path) -> bool:
+    return all((dest / name).exists() for name in PUBLISHED_FILES)
+
+
+def publish_run(run_dir, dest) -> Path:
+    """Copy a finished run's ``PUBLISHED_FILES`` into ``dest`` (a folder named as the run).
+
+    Written to a temporary sibling folder, then renamed: a killed copy leaves no half run."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    missing = [n for n in PUBLISHED_FILES if not (run_dir / n).exists()]
+    if missing:
+        raise rundir.RunDirError(f"{run_dir}: cannot publish an unfinished run (no {missing}).")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in PUBLISHED_FILES:
+        shutil.copy2(run_dir / name, tmp / name)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
 
 
 def _sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
@@ -416,8 +474,8 @@ def _sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
     if (out / "sweep.json").exists():
         old = {r["name"]: r for r in rundir.read_json(out / "sweep.json", "sweep index")["runs"]}
     runs = []
-    for beta in betas:
-        for seed in seeds:
+    for seed in seeds:
+        for beta in betas:
             name = run_name(beta, seed)
             done = (out / name / "summary.json").exists()
             entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
@@ -486,6 +544,9 @@ def main(argv=None) -> int:
         "--betas", type=float, nargs="+", default=None, help="default: preset grid"
     )
     p_sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p_sweep.add_argument(
+        "--publish", default=None, help="results folder: copy finished runs there, skip those in it"
+    )
     p_sweep.add_argument("--executor", default="local", choices=("local", "ray"))
     p_sweep.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p_sweep.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, default=0.0)
@@ -510,8 +571,9 @@ def main(argv=None) -> int:
             )  # fmt: skip
         else:
             index = sweep(
-                cfg, betas, args.seeds, args.out, fresh=args.fresh, progress=not args.quiet
-            )
+                cfg, betas, args.seeds, args.out, fresh=args.fresh, progress=not args.quiet,
+                publish=args.publish,
+            )  # fmt: skip
         return 0 if all(r["status"] == "done" for r in index["runs"]) else 1
     except (ValueError, rundir.RunDirError, NonFiniteLoss, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -60,7 +60,14 @@ SUN_FROM = (-1.0, -1.5, 2.0)  # direction the sun light comes from (upper left, 
 SUN_ENERGY = 2.5
 AMBIENT = 0.25  # world background strength: the only light on faces the sun misses
 ALBEDO = 0.8
-SCENE_VERSION = 1  # bump when the scene code changes pixels: it invalidates cached renders
+# The sphere alone would look the same in every pose, so its azimuth and tilt labels could not be
+# read from the pixels (issue 11). It is rendered with a flat cut: the cap beyond the plane
+# {p : p . SPHERE_CUT_AXIS = SPHERE_CUT_DEPTH} is removed (a disc of radius 0.92 before rescaling).
+# The axis is generic (no symmetry of the pose grid maps it onto itself), so every (azimuth, tilt)
+# turns the flat face to a different direction, which shows in shading and silhouette.
+SPHERE_CUT_AXIS = (0.48, -0.36, 0.8)  # body frame, unit length
+SPHERE_CUT_DEPTH = 0.4  # distance of the cut plane from the centre (radius 1)
+SCENE_VERSION = 2  # bump when the scene code changes pixels: it invalidates cached renders
 BPY_PIN = "5.0.1"
 APT_LIBS = (
     "libx11-6 libxrender1 libxfixes3 libxi6 libxkbcommon0 libsm6 libice6 libxext6 libgl1 libegl1"
@@ -109,6 +116,8 @@ class RenderConfig:
         d["shapes"], d["tilts"] = list(self.shapes), list(self.tilts)
         d["scene"] = dict(
             version=SCENE_VERSION,
+            sphere_cut_axis=SPHERE_CUT_AXIS,
+            sphere_cut_depth=SPHERE_CUT_DEPTH,
             disc_fraction=DISC_FRACTION,
             camera_elevation=CAMERA_ELEVATION,
             sun_from=SUN_FROM,
@@ -166,6 +175,8 @@ def _add_mesh(bpy, shape: str):
     make[shape]()
     obj = bpy.context.active_object
     obj.name = shape
+    if shape == "sphere":
+        _cut_cap(obj.data, SPHERE_CUT_AXIS, SPHERE_CUT_DEPTH)
     # centre on the bounding-box centre, then scale so the farthest vertex is at distance 1
     co = np.empty(3 * len(obj.data.vertices), np.float64)
     obj.data.vertices.foreach_get("co", co)
@@ -174,12 +185,30 @@ def _add_mesh(bpy, shape: str):
     co = (co - centre) / np.linalg.norm(co - centre, axis=1).max()
     obj.data.vertices.foreach_set("co", co.ravel())
     obj.data.update()
-    if shape in ("sphere", "torus", "monkey"):
+    if shape in ("torus", "monkey"):
         bpy.ops.object.shade_smooth()
-    elif shape in ("cylinder", "cone"):
-        bpy.ops.object.shade_smooth_by_angle()  # smooth sides, sharp rims
+    elif shape in ("sphere", "cylinder", "cone"):
+        bpy.ops.object.shade_smooth_by_angle()  # smooth sides, sharp rims (the sphere's cut)
     obj.rotation_mode = "XYZ"  # X first, then Z: R = Rz(azimuth) . Rx(tilt)
     return obj
+
+
+def _cut_cap(mesh, axis, depth: float) -> None:
+    """Remove the part of ``mesh`` beyond the plane p . axis = depth and close the hole flat."""
+    import bmesh  # noqa: PLC0415 (ships with bpy)
+
+    n = np.asarray(axis, np.float64)
+    n /= np.linalg.norm(n)
+    bm = bmesh.new()
+    bm.from_mesh(mesh)
+    geom = bm.verts[:] + bm.edges[:] + bm.faces[:]
+    bmesh.ops.bisect_plane(
+        bm, geom=geom, plane_co=tuple(depth * n), plane_no=tuple(n), clear_outer=True
+    )
+    bmesh.ops.holes_fill(bm, edges=[e for e in bm.edges if e.is_boundary], sides=0)
+    bm.to_mesh(mesh)
+    bm.free()
+    mesh.update()
 
 
 def build_scene(cfg: RenderConfig, threads: int = 0):
