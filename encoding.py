@@ -119,3 +119,20 @@ def kl_per_latent(mean, logvar) -> np.ndarray:
     """KL(N(mean, exp(logvar)) ‖ N(0, 1)) per sample and latent, (N, D) → (N, D), in nats."""
     mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
     return 0.5 * (np.exp(logvar) + mean**2 - 1.0 - logvar)
+
+
+# Burda et al. (2016), "Importance Weighted Autoencoders", §5.2: latent d is active when the
+# variance over the data of its posterior mean, Cov_x(E_q(z|x)[z_d]), exceeds 0.01. One definition
+# for the whole repo: training summary, metrics.json, the report and the figures' grey rows.
+ACTIVE_VAR = 0.01
+
+
+def unit_activity(mean) -> np.ndarray:
+    """Cov_x(E_q(z|x)[z_d]) per latent: the variance over images of the posterior means,
+    (N, D) → (D,). Compare with ``ACTIVE_VAR`` (Burda et al. 2016)."""
+    return np.asarray(mean, np.float64).var(axis=0)
+
+
+def active_units(mean, threshold: float = ACTIVE_VAR) -> int:
+    """Number of active latents (Burda et al. 2016) among posterior means (N, D)."""
+    return int((unit_activity(mean) > threshold).sum())
