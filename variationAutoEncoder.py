@@ -22,6 +22,9 @@ et al. 2017, M latents, N pixels) is what stays comparable across image sizes (`
 Numerical guard rail: the encoder's log-variance is clipped to [LOGVAR_MIN, LOGVAR_MAX] = [-30, 20]
 before any ``exp``, so exp(logvar) ≤ 4.9e8 never overflows float32 (or bfloat16) even if a bad
 learning rate drives the pre-activation far out of range. Inside the range the gradient is exact.
+
+Mixed precision: under a ``mixed_bfloat16`` policy the convolutions run in bf16, but the encoder's
+mean/log-variance head, the ``Sampling`` layer (so z), the KL and the reconstruction loss are float32.
 """
 
 from __future__ import annotations
@@ -68,9 +71,14 @@ class Sampling(layers.Layer):
 
     The ε stream comes from a Keras ``SeedGenerator`` whose state is a variable, so it is saved in
     checkpoints and a resumed run draws the same ε as an uninterrupted one.
+
+    Always float32, whatever the dtype policy (and whatever ``dtype`` an older saved config
+    names): under ``mixed_bfloat16`` a bf16 z resolves only 2⁻⁸ ≈ 0.4 % of its size, so a small
+    σ·ε added to a mean near 1 would be rounded away. The decoder casts z to its compute dtype.
     """
 
     def __init__(self, seed=None, **kwargs):
+        kwargs["dtype"] = "float32"  # mean, logvar (float32 encoder head), ε and z: (b, D)
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -114,8 +122,8 @@ class Encoder(keras.Model):
         ]
         self.flatten = layers.Flatten()
         self.dense = layers.Dense(hidden, activation="relu", name="dense")
-        # One head for both statistics, split afterwards; float32 so the KL is computed in float32
-        # even under a mixed-precision policy.
+        # One head for both statistics, split afterwards; float32 so mean, logvar, z (Sampling is
+        # float32 too) and the KL are computed in float32 even under a mixed-precision policy.
         self.head = layers.Dense(2 * latent_dim, name="head", dtype="float32")
 
     def call(self, x):

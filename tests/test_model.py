@@ -156,3 +156,57 @@ def test_model_keras_reload_gives_identical_encodings(tmp_path):
 def test_beta_norm_matches_higgins_definition():
     # β = 102 with 10 latents on 128² pixels is the seed's "large β": β_norm ≈ 0.062.
     assert beta_norm(102, 10, 128) == pytest.approx(102 * 10 / 16384)
+
+
+def _build_under(policy, **kwargs):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return build_vae(**kwargs)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("decoder", ["sbd", "deconv"])
+def test_z_mean_logvar_and_kl_stay_float32_under_mixed_bfloat16(decoder):
+    model = _build_under(
+        "mixed_bfloat16", image_size=32, channels=8, hidden=16, decoder=decoder, seed=0
+    )
+    assert model.encoder.convs[0].compute_dtype == "bfloat16"  # the policy did take effect
+    x = np.random.RandomState(7).rand(3, 32, 32, 1).astype("float32")
+    mean, logvar = model.encode(x)
+    z = model.sampling((mean, logvar))
+    assert (mean.dtype, logvar.dtype, z.dtype) == ("float32",) * 3
+    # a σ·ε far below bf16's resolution at |mean| ~ 1 must survive in z
+    tiny = np.full((3, 10), -20.0, "float32")  # σ = e^-10 ≈ 4.5e-5
+    ones = np.ones((3, 10), "float32")
+    assert np.any(np.asarray(model.sampling((ones, tiny))) != 1.0)
+    logits, m2, lv2 = model(x, training=True)
+    assert logits.shape == (3, 32, 32, 1) and (m2.dtype, lv2.dtype) == ("float32", "float32")
+    loss, recon, kl, kl_dims, _ = model.compute_terms(x, training=True)
+    assert kl_dims.dtype == "float32" and np.isfinite(float(loss))
+
+
+def test_sampling_from_an_older_config_is_float32():
+    """A Sampling config saved before z was pinned to float32 names the policy of its day."""
+    from variationAutoEncoder import Sampling
+
+    old = {"name": "sampling", "trainable": True, "seed": 3, "dtype": {
+        "module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_bfloat16"},
+        "registered_name": None}}  # fmt: skip
+    layer = Sampling.from_config(old)
+    assert layer.compute_dtype == "float32" and layer.seed == 3
+    assert Sampling.from_config(layer.get_config()).compute_dtype == "float32"
+
+
+def test_mixed_bfloat16_model_keras_reloads(tmp_path):
+    model = _build_under("mixed_bfloat16", image_size=32, channels=8, hidden=16, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = np.random.RandomState(8).rand(4, 32, 32, 1).astype("float32")
+    model.train_on_batch(x)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert len(model.trainable_variables) == len(loaded.trainable_variables)
+    for a, b in zip(model.trainable_variables, loaded.trainable_variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert loaded.encode(x)[0].dtype == "float32"
