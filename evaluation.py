@@ -21,9 +21,17 @@ from pathlib import Path
 import numpy as np
 
 import rundir
-from encoding import decode, encode, kl_per_latent, make_encode_fn
+from encoding import (
+    ACTIVE_VAR,
+    active_units,
+    decode,
+    encode,
+    kl_per_latent,
+    make_encode_fn,
+    unit_activity,
+)
 from figures import (
-    ACTIVE_KL,
+    CIRCULAR_FACTORS,
     plot_factor_response,
     plot_kl_per_latent,
     plot_latent_geometry,
@@ -35,6 +43,8 @@ from figures import (
 from metrics import PROTOCOLS, compute_metrics
 from rundir import RunDirError
 
+# metrics.json layout; a report re-evaluates runs whose metrics.json has another (older) schema.
+METRICS_SCHEMA = 2
 # Held-out samples for reconstruction error and active units, and the figures' sample sizes.
 EVAL_SAMPLES = {"quick": 500, "study": 2000}
 RESPONSE_BASES = {"quick": 8, "study": 32}  # factor-response plot: random bases averaged over
@@ -175,8 +185,24 @@ def _showcase_factors(sampler) -> np.ndarray:
     return np.array([[n // 2 if i else 0 for i, n in enumerate(sampler.factor_sizes)]], np.int64)
 
 
+def entropy_floor(images, likelihood: str = "bernoulli", gaussian_sigma: float = 0.1) -> float:
+    """The smallest −log p(x|z) any decoder can reach on ``images`` (N, S, S, 1), in nats per image.
+
+    Bernoulli: a grey target pixel x ∈ (0, 1) costs at least its binary entropy
+    H(x) = −x log x − (1 − x) log(1 − x) (reached by the prediction x itself); summed over pixels,
+    averaged over images. Gaussian with fixed σ: the normalising constant, S² log(σ√(2π)).
+    ``recon − entropy_floor`` is the reconstruction error a model can still remove."""
+    x = np.asarray(images, np.float64)
+    if likelihood == "gaussian":
+        return float(x[0].size * math.log(gaussian_sigma * math.sqrt(2 * math.pi)))
+    p = np.clip(x, 1e-12, 1 - 1e-12)
+    h = -(p * np.log(p) + (1 - p) * np.log(1 - p))  # (N, S, S, 1); 0 at x ∈ {0, 1}
+    return float(h.reshape(len(x), -1).sum(axis=1).mean())
+
+
 def reconstruction_error(model, images, batch: int = 256) -> dict:
-    """Mean −log p(x|z=μ) per image (nats, the training likelihood, summed over pixels) and the mean
+    """Mean −log p(x|z=μ) per image (nats, the training likelihood, summed over pixels), decoded
+    from the posterior mean μ, its excess over the data's own ``entropy_floor``, and the mean
     squared pixel error of decode(μ), on ``images`` (N, S, S, 1). Also returns the encodings."""
     mean, logvar = encode(model, images, batch)  # (N, D) each
     nll, sq = [], []
@@ -185,8 +211,10 @@ def reconstruction_error(model, images, batch: int = 256) -> dict:
         logits = decode(model, mean[i : i + batch], batch, logits=True)  # (b, S, S, 1)
         nll.append(np.asarray(model.reconstruction_loss(x, logits)))  # (b,)
         sq.append(((x - 1.0 / (1.0 + np.exp(-logits))) ** 2).mean(axis=(1, 2, 3)))
-    return dict(recon=float(np.concatenate(nll).mean()), recon_mse=float(np.concatenate(sq).mean()),
-                mean=mean, logvar=logvar)  # fmt: skip
+    recon = float(np.concatenate(nll).mean())
+    floor = entropy_floor(images, model.likelihood, getattr(model, "gaussian_sigma", 0.1))
+    return dict(recon=recon, recon_floor=floor, recon_excess=recon - floor,
+                recon_mse=float(np.concatenate(sq).mean()), mean=mean, logvar=logvar)  # fmt: skip
 
 
 def _title(run_dir, cfg, protocol=None) -> str:
@@ -195,13 +223,15 @@ def _title(run_dir, cfg, protocol=None) -> str:
     return f"{Path(run_dir).name}: β={cfg.beta:g} (β_norm={bn:.3g}){tag}"
 
 
-def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick", progress=False):
+def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick", progress=False,
+                      activity=None):  # fmt: skip
     """The run's figures into ``<run>/figures/`` (see FIGURES); returns {name: path, ...} plus the
-    geometry info under "geometry_info". ``kl`` (D,) orders and labels the traversals."""
+    geometry info under "geometry_info". ``kl`` (D,) orders and labels the traversals;
+    ``activity`` (D,) (``encoding.unit_activity`` of held-out encodings) greys inactive latents."""
     out = Path(run_dir) / "figures"
     title = _title(run_dir, cfg, protocol)
     image = sampler.images_from_factors(_showcase_factors(sampler))[0]  # (S, S, 1)
-    tr = traversal_images(model, image, kl=kl)  # decoded once for the PNG and the GIF
+    tr = traversal_images(model, image, kl=kl, activity=activity)  # decoded once: PNG and GIF
     paths = {
         "traversals": plot_traversals(model, image, out / FIGURES["traversals"], title=title,
                                       traversal=tr),
@@ -215,8 +245,9 @@ def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick"
     paths["factor_response"] = plot_factor_response(
         model, sampler, out / FIGURES["factor_response"], n_bases=RESPONSE_BASES.get(protocol, 8),
         rng=np.random.RandomState([seed, 3]), kl=kl, title=title, progress=progress,
+        activity=activity,
     )  # fmt: skip
-    paths["kl"] = plot_kl_per_latent(kl, out / FIGURES["kl"], title=title)
+    paths["kl"] = plot_kl_per_latent(kl, out / FIGURES["kl"], title=title, activity=activity)
     names = list(sampler.factor_names)
     if model.latent_dim >= 2 and "pos_x" in names and "pos_y" in names:
         paths["geometry"], g = plot_latent_geometry(
@@ -275,7 +306,9 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
       suite, on posterior means, images encoded in batches;
     - reconstruction error (−log p(x|μ) in nats per image, and the mean squared pixel error) and the
       KL of every latent on ``EVAL_SAMPLES[protocol]`` held-out grid samples (an independent
-      stream of the same seed); active units = latents with mean KL > 0.01 nats;
+      stream of the same seed); the reconstruction's excess over the data's entropy floor;
+      active units as Burda et al. (2016): Var over those samples of the posterior mean > 0.01;
+    - per-factor scores (``per_factor``: MIG gap and DCI test accuracy of every factor);
     - the figures of ``write_run_figures`` (unless ``figures=False``).
     The same (run, protocol, seed) gives the same numbers. ``metric_options`` are keyword options
     of ``compute_metrics`` (``chunk``, ``dci_backend``); they are recorded in metrics.json.
@@ -298,11 +331,13 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
     )  # (n_eval, S, S, 1): a stream independent of the metrics'
     rec = reconstruction_error(model, held_out)
     kl = kl_per_latent(rec["mean"], rec["logvar"]).mean(axis=0)  # (D,)
+    activity = unit_activity(rec["mean"])  # (D,) Var_x of the posterior means
     t3 = time.perf_counter()
     summary = {}
     if (run_dir / "summary.json").exists():
         summary = rundir.read_json(run_dir / "summary.json", "run summary")
     out = {
+        "schema": METRICS_SCHEMA,
         "run": run_dir.name,
         "protocol": protocol,
         "protocol_note": f"quick: {QUICK_NOTE}"
@@ -319,11 +354,21 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
         **scores,  # every metric, a float each (names listed in "metric_names")
         "metric_names": metric_order(scores),
         "counts": counts,
+        "per_factor": other.pop("per_factor", {}),
         "recon": rec["recon"],
+        "recon_floor": rec["recon_floor"],
+        "recon_excess": rec["recon_excess"],
+        "recon_note": "−log p(x|μ) in nats per image, decoded from the posterior mean; "
+        "recon_floor: the data's own entropy (Bernoulli) or normaliser (Gaussian); "
+        "recon_excess = recon − recon_floor",
         "recon_mse": rec["recon_mse"],
         "recon_samples": n_eval,
-        "active_units": int((kl > ACTIVE_KL).sum()),
-        "active_threshold": ACTIVE_KL,
+        "active_units": active_units(rec["mean"]),
+        "active_threshold": ACTIVE_VAR,
+        "active_definition": "Burda et al. 2016: Var_x(E_q(z|x)[z_d]) > active_threshold, "
+        "over the recon_samples held-out images",
+        "unit_activity": [float(v) for v in activity],
+        "factor_grid": _factor_grid(sampler),
         "kl_per_latent": [float(v) for v in kl],
         "kl_total": float(kl.sum()),
         "encoder_images_metrics": encode_fn.images,  # images through the encoder for the metrics
@@ -331,7 +376,8 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
         "extra": {k: v for k, v in other.items() if k != "protocol"},
     }
     if figures:
-        paths = write_run_figures(run_dir, model, cfg, sampler, kl, seed, protocol, progress)
+        paths = write_run_figures(run_dir, model, cfg, sampler, kl, seed, protocol, progress,
+                                  activity=activity)  # fmt: skip
         out["geometry"] = paths.pop("geometry_info")
         out["figures"] = {k: str(Path(p).relative_to(run_dir)) for k, p in paths.items()}
     t4 = time.perf_counter()
@@ -343,6 +389,26 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
         print(f"[evaluate] {run_dir}: {protocol} seed={seed}  {head}  recon={rec['recon']:.1f}  "
               f"active={out['active_units']}/{cfg.latent_dim}  ({t4 - t0:.0f}s)")  # fmt: skip
     return out
+
+
+def _factor_grid(sampler) -> dict:
+    """What the metrics' factor grid was: sizes, values and how each factor is treated."""
+    names = [str(n) for n in sampler.factor_names]
+    values = getattr(sampler, "values", {})
+    return {
+        "factor_names": names,
+        "factor_sizes": [int(v) for v in sampler.factor_sizes],
+        "values": {
+            n: [v if isinstance(v, str) else float(v) for v in np.asarray(values[n]).tolist()]
+            for n in names
+            if n in values
+        },  # fmt: skip
+        "circular": [n for n in names if n in CIRCULAR_FACTORS],
+        "note": "every metric treats each factor as categorical over its grid (disentanglement_lib), "
+        "so a circular factor such as azimuth needs no special case there: its first and last "
+        "values are simply two classes. Scale and position grids are sized to the image so that "
+        "neighbouring values differ by at least one pixel (dataset.grid_sizes).",
+    }
 
 
 def read_metrics(run_dir) -> dict | None:

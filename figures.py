@@ -27,9 +27,12 @@ import numpy as np
 
 import imaging
 import rundir
-from encoding import _as_images, decode, encode, kl_per_latent
+from encoding import ACTIVE_VAR, _as_images, decode, encode, kl_per_latent, unit_activity
 
-ACTIVE_KL = 0.01  # nats: a latent whose mean KL exceeds this is "active" (an informative unit)
+# Active units follow encoding.ACTIVE_VAR (Burda et al. 2016): Var_x(E_q(z|x)[z_d]) > 0.01.
+# Factors whose grid wraps around (azimuth: 0° and 360° − step are neighbours). The metrics treat
+# every factor as categorical (disentanglement_lib), so wrapping changes no score; plots say it.
+CIRCULAR_FACTORS = ("azimuth",)
 _COLORS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -60,14 +63,19 @@ def _kl_text(v: float) -> str:
     return f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
 
 
-def _active_mask(kl, threshold: float) -> np.ndarray:
-    return np.asarray(kl, np.float64) > threshold
+def _active_mask(activity, threshold: float, d: int) -> np.ndarray:
+    """(D,) bool: latents whose ``activity`` (``encoding.unit_activity``: the variance over images
+    of the posterior mean) exceeds ``threshold``; all True when ``activity`` is None (unknown)."""
+    if activity is None:
+        return np.ones(d, bool)
+    return np.asarray(activity, np.float64).reshape(d) > threshold
 
 
 # ----------------------------------------------------------------------------- traversals
 def traversal_images(
-    model, image, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0, quantile=0.05
-) -> dict:
+    model, image, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0, quantile=0.05,
+    activity=None,
+) -> dict:  # fmt: skip
     """Decoded latent traversals of one image; the data behind ``plot_traversals``/``traversal_gif``.
 
     Every latent d is swept while the others stay at the image's posterior mean μ:
@@ -76,6 +84,8 @@ def traversal_images(
     - ``prior_quantiles=True``: z_d ∈ Φ⁻¹(linspace(quantile, 1 − quantile, n_steps)), the prior's
       quantiles, independent of the image (Burgess et al. 2018).
     Rows are sorted by ``kl`` (D,), descending; without it, by the image's own KL per latent.
+    ``activity`` (D,): ``encoding.unit_activity`` over evaluation images; inactive latents
+    (activity ≤ ACTIVE_VAR, Burda et al. 2016) get grey labels. None: no latent is greyed.
 
     Returns dict(images (D, n_steps, S, S, 1), order (D,) latent index per row, kl (D,),
     values (D, n_steps) the z_d of each tile, columns [str], kl_source str, mean (D,)).
@@ -106,10 +116,17 @@ def traversal_images(
     return dict(
         images=decoded, order=order, kl=kl, values=values[order], columns=columns,
         kl_source=kl_source, mean=mean, input=x[0],
+        activity=None if activity is None else np.asarray(activity, np.float64).reshape(d),
     )  # fmt: skip
 
 
-def _traversal_png(tr: dict, out, title=None, threshold=ACTIVE_KL) -> Path:
+def _grey_note(activity, threshold) -> str:
+    if activity is None:
+        return "active units not computed (pass activity=unit_activity(means))"
+    return f"grey: inactive (Var_x μ_d ≤ {threshold:g}, Burda et al. 2016)"
+
+
+def _traversal_png(tr: dict, out, title=None, threshold=ACTIVE_VAR) -> Path:
     tiles = tr["images"]  # (D, n, S, S, 1)
     d, n = tiles.shape[:2]
     # column 0: the input image (top row only), then the traversal
@@ -123,7 +140,7 @@ def _traversal_png(tr: dict, out, title=None, threshold=ACTIVE_KL) -> Path:
     ax.imshow(grid_img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     tile_h, tile_w = (h - 2) / d, (w - 2) / (n + 1)
     ax.set_yticks([2 + tile_h * (r + 0.5) for r in range(d)])
-    active = _active_mask(tr["kl"], threshold)
+    active = _active_mask(tr.get("activity"), threshold, d)
     ax.set_yticklabels([f"z{lat}  KL {_kl_text(tr['kl'][lat])}" for lat in tr["order"]], fontsize=8)
     for label, lat in zip(ax.get_yticklabels(), tr["order"]):
         label.set_color("black" if active[lat] else "0.6")
@@ -132,24 +149,26 @@ def _traversal_png(tr: dict, out, title=None, threshold=ACTIVE_KL) -> Path:
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    sub = f"rows sorted by {tr['kl_source']} (nats); grey: inactive (KL ≤ {threshold:g})"
+    sub = f"rows sorted by {tr['kl_source']} (nats); {_grey_note(tr.get('activity'), threshold)}"
     fig.suptitle(f"{title}\n{sub}" if title else sub, fontsize=9, y=0.995, va="top")
     return _save(fig, out)
 
 
 def plot_traversals(
     model, image, out, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0,
-    threshold=ACTIVE_KL, title=None, traversal=None,
+    threshold=ACTIVE_VAR, title=None, traversal=None, activity=None,
 ) -> Path:  # fmt: skip
     """Latent-traversal grid (the seed's visbeta*.png; Higgins et al. 2017, Burgess et al. 2018).
 
     One row per latent, sorted by KL (descending) and labelled with it in nats; columns sweep that
     latent over μ ± kσ around ``image``'s encoding (or the prior's quantiles, see
-    ``traversal_images``); the first column shows the input. Inactive latents (KL ≤ ``threshold``)
-    have grey labels: their rows should not change. Writes a PNG atomically and returns its path.
+    ``traversal_images``); the first column shows the input. Inactive latents (``activity`` ≤
+    ``threshold``, Burda et al. 2016) have grey labels: their rows should not change. Writes a PNG atomically and returns its path.
     ``traversal``: a ``traversal_images`` result to draw instead of decoding again.
     """
-    tr = traversal or traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
+    tr = traversal or traversal_images(
+        model, image, k, n_steps, kl, prior_quantiles, sigma, activity=activity
+    )
     return _traversal_png(tr, out, title, threshold)
 
 
@@ -164,12 +183,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _traversal_frames(tr: dict, threshold=ACTIVE_KL, title=None) -> list[np.ndarray]:
+def _traversal_frames(tr: dict, threshold=ACTIVE_VAR, title=None) -> list[np.ndarray]:
     from PIL import Image, ImageDraw
 
     tiles = tr["images"]  # (D, n, S, S, 1)
     d, n = tiles.shape[:2]
-    active = _active_mask(tr["kl"], threshold)
+    active = _active_mask(tr.get("activity"), threshold, d)
     small, big = _font(10), _font(12)
     frames = []
     steps = list(range(n)) + list(range(n - 2, 0, -1))  # ping-pong, so the loop is seamless
@@ -192,11 +211,13 @@ def _traversal_frames(tr: dict, threshold=ACTIVE_KL, title=None) -> list[np.ndar
 
 def traversal_gif(
     model, image, out, k=2.5, n_steps=9, kl=None, prior_quantiles=False, sigma=1.0,
-    threshold=ACTIVE_KL, title=None, fps=6.0, traversal=None,
+    threshold=ACTIVE_VAR, title=None, fps=6.0, traversal=None, activity=None,
 ) -> Path:  # fmt: skip
     """Animated traversal: one tile per latent (sorted by KL), every frame moves all of them one
     step along their sweep, forth and back. Same arguments as ``plot_traversals``; GIF, atomic."""
-    tr = traversal or traversal_images(model, image, k, n_steps, kl, prior_quantiles, sigma)
+    tr = traversal or traversal_images(
+        model, image, k, n_steps, kl, prior_quantiles, sigma, activity=activity
+    )
     return imaging.save_gif(out, _traversal_frames(tr, threshold, title), fps=fps)
 
 
@@ -267,6 +288,7 @@ def factor_response(model, sampler, n_bases=16, rng=None, batch=256, progress=Fa
     mean, logvar = encode(model, images, batch, progress=progress)  # (Σ, D) each
     out = dict(mean=[], std=[], x=[], ticks=[], names=list(sampler.factor_names), n_bases=n_bases)
     out["kl"] = kl_per_latent(mean, logvar).mean(axis=0)  # (D,)
+    out["activity"] = unit_activity(mean)  # (D,) over every swept image
     response = []
     for k, sl in enumerate(slices):
         m = mean[sl].reshape(n_bases, sampler.factor_sizes[k], -1)  # (B, n_k, D)
@@ -282,8 +304,8 @@ def factor_response(model, sampler, n_bases=16, rng=None, batch=256, progress=Fa
 
 
 def plot_factor_response(
-    model, sampler, out, n_bases=16, rng=None, kl=None, threshold=ACTIVE_KL, title=None,
-    batch=256, progress=False,
+    model, sampler, out, n_bases=16, rng=None, kl=None, threshold=ACTIVE_VAR, title=None,
+    batch=256, progress=False, activity=None,
 ) -> Path:  # fmt: skip
     """Factor-response plot (the seed's valbeta*.png): which latent carries which factor.
 
@@ -292,11 +314,16 @@ def plot_factor_response(
     the factor's value, averaged over the bases (line) ± one standard deviation (band). Active
     latents (KL > ``threshold``, from ``kl`` or from these encodings) are coloured and thick,
     inactive ones thin and grey; the subplot title names the latent that moves most. Categorical
-    factors (shape) put the category names on the x axis. Writes a PNG atomically.
+    factors (shape) put the category names on the x axis. Circular factors (azimuth: its first
+    and last grid values are neighbours) are drawn on a linear axis and say so in their title.
+    Active latents: ``activity`` (D,) > ``threshold`` (Burda et al. 2016); without ``activity``,
+    the variance of the posterior means over this plot's own encodings. Writes a PNG atomically.
     """
     fr = factor_response(model, sampler, n_bases, rng, batch, progress)
     kl = fr["kl"] if kl is None else np.asarray(kl, np.float64)
-    active = _active_mask(kl, threshold)
+    if activity is None:
+        activity = fr["activity"]
+    active = _active_mask(activity, threshold, len(kl))
     n_f = len(fr["names"])
     cols = min(3, n_f)
     rows = -(-n_f // cols)
@@ -315,7 +342,7 @@ def plot_factor_response(
                 label = f"z{d} (KL {_kl_text(kl[d])})"
             else:
                 style = dict(color="0.7", lw=0.8, ls="--", zorder=1)
-                label = f"inactive (KL ≤ {threshold:g})"
+                label = f"inactive (Var_x μ_d ≤ {threshold:g})"
             if categorical:
                 style.update(ls="none" if active[d] else ":", marker="o", ms=4 if active[d] else 2)
             h = ax.plot(x, mu[:, d], **style)[0]
@@ -323,7 +350,8 @@ def plot_factor_response(
         resp = np.where(active, fr["response"][k], -1.0)
         top = int(np.argmax(resp)) if active.any() else None
         carrier = f" → z{top}" if top is not None else ""
-        ax.set_title(f"{name}{carrier}", fontsize=10)
+        circ = " (circular: last wraps to first)" if name in CIRCULAR_FACTORS else ""
+        ax.set_title(f"{name}{carrier}{circ}", fontsize=10)
         ax.set_xlabel(name + (" (index)" if categorical else ""), fontsize=8)
         ax.set_ylabel("posterior mean μ_d", fontsize=8)
         if categorical:
@@ -478,31 +506,33 @@ def plot_latent_geometry(
 
 
 # ----------------------------------------------------------------------------- KL per latent
-def plot_kl_per_latent(kl, out, threshold=ACTIVE_KL, title=None) -> Path:
-    """Bar chart of the mean KL(q(z_d|x) ‖ N(0, 1)) of every latent (nats, log scale), with the
-    active-unit threshold as a dashed line and the number of active units (KL > threshold)
-    in the title. ``kl`` (D,): from history.csv's last row or from encodings of samples. PNG."""
+def plot_kl_per_latent(kl, out, threshold=ACTIVE_VAR, title=None, activity=None) -> Path:
+    """Bar chart of the mean KL(q(z_d|x) ‖ N(0, 1)) of every latent (nats, log scale); active
+    latents (``activity`` > ``threshold``, Burda et al. 2016) coloured, inactive ones grey, and
+    their number in the title. ``kl`` (D,): from history.csv's last row or from encodings of
+    samples; ``activity`` (D,): ``encoding.unit_activity`` of the same encodings. PNG."""
     kl = np.asarray(kl, np.float64).ravel()
-    active = _active_mask(kl, threshold)
+    active = _active_mask(activity, threshold, len(kl))
     fig = _figure(max(4.0, 0.45 * len(kl) + 1.5), 3.2)
     ax = fig.add_subplot(1, 1, 1)
-    floor = min(threshold / 10.0, max(kl.min(), 1e-6)) if len(kl) else threshold / 10
+    floor = min(1e-3, max(kl.min(), 1e-6)) if len(kl) else 1e-3
     shown = np.maximum(kl, floor)
     colors = [latent_color(d) if a else "0.75" for d, a in enumerate(active)]
     ax.bar(np.arange(len(kl)), shown, color=colors, bottom=0)
-    ax.axhline(threshold, color="k", ls="--", lw=0.8)
     ax.set_yscale("log")
-    ax.set_ylim(floor / 2, max(shown.max() * 3, threshold * 10) if len(kl) else 1)
+    ax.set_ylim(floor / 2, max(shown.max() * 3, 0.1) if len(kl) else 1)
     for d, v in enumerate(kl):
         ax.text(d, shown[d] * 1.15, f"{v:.2g}", ha="center", fontsize=7)
     ax.set_xticks(np.arange(len(kl)))
     ax.set_xticklabels([f"z{d}" for d in range(len(kl))], fontsize=8)
     ax.set_ylabel("KL (nats)", fontsize=8)
     head = f"{title}: " if title else ""
-    ax.set_title(
-        f"{head}{int(active.sum())} of {len(kl)} active units (KL > {threshold:g} nats)",
-        fontsize=9,
+    count = (
+        f"{int(active.sum())} of {len(kl)} active units (Var_x μ_d > {threshold:g})"
+        if activity is not None
+        else f"{len(kl)} latents (active units not computed)"
     )
+    ax.set_title(f"{head}{count}", fontsize=9)
     fig.tight_layout()
     return _save(fig, out)
 
@@ -587,7 +617,7 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
 
 
 __all__ = [
-    "ACTIVE_KL", "factor_response", "factor_sweep_factors", "latent_color", "latent_geometry",
+    "CIRCULAR_FACTORS", "factor_response", "factor_sweep_factors", "latent_color", "latent_geometry",
     "pick_position_latents", "plot_factor_response", "plot_kl_per_latent", "plot_latent_geometry",
     "plot_reconstructions", "plot_traversals", "plot_vs_beta", "seed_std", "traversal_gif",
     "traversal_images",

@@ -33,11 +33,22 @@ from pathlib import Path
 import numpy as np
 
 import rundir
-from encoding import EncodeFn, decode, encode, kl_per_latent, make_encode_fn
+from convergence import run_convergence
+from encoding import (
+    ACTIVE_VAR,
+    EncodeFn,
+    active_units,
+    decode,
+    encode,
+    kl_per_latent,
+    make_encode_fn,
+    unit_activity,
+)
 from evaluation import (
     EVAL_SAMPLES,
     FIGURES,
     HEADLINE,
+    METRICS_SCHEMA,
     QUICK_NOTE,
     check_sampler,
     evaluate,
@@ -48,7 +59,6 @@ from evaluation import (
     write_run_figures,
 )
 from figures import (
-    ACTIVE_KL,
     factor_response,
     latent_geometry,
     pick_position_latents,
@@ -73,6 +83,30 @@ from metrics import (
     sap,
 )
 from rundir import RunDirError
+from significance import ALPHA, MIN_SEEDS, compare_betas
+
+# How tables and plots name a score; scores.csv keeps the keys. "SAP" is the discrete SAP of
+# disentanglement_lib's study (Kumar et al. 2018); the continuous variant is labelled as such.
+DISPLAY = {
+    "mig": "MIG", "dci_disentanglement": "DCI disentanglement", "dci_completeness": "DCI completeness",
+    "dci_informativeness_test": "DCI informativeness", "sap_discrete": "SAP",
+    "sap_continuous": "SAP (continuous)", "modularity": "Modularity",
+    "explicitness_test": "Explicitness", "beta_vae_eval_accuracy": "BetaVAE score",
+    "factor_vae_eval_accuracy": "FactorVAE score", "active_units": "active units",
+    "recon": "recon −log p(x|μ) (nats)", "recon_excess": "recon excess over entropy floor (nats)",
+    "recon_mse": "pixel MSE", "kl_total": "total KL (nats)",
+}  # fmt: skip
+# Per-run columns of scores.csv after the metrics: reconstruction, active units, KL.
+RUN_COLUMNS = ("recon", "recon_floor", "recon_excess", "recon_mse", "active_units", "kl_total")
+
+
+def display(key: str) -> str:
+    """The table/plot name of a scores.csv column (``DISPLAY``, or the key itself)."""
+    if key.startswith("mig_"):
+        return f"MIG gap: {key[4:]}"
+    if key.startswith("informativeness_"):
+        return f"informativeness: {key[16:]}"
+    return DISPLAY.get(key, key)
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -123,6 +157,8 @@ def _needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=N
 
     if m is None or m.get("protocol") != protocol or m.get("seed") != seed:
         return True
+    if m.get("schema") != METRICS_SCHEMA:
+        return True  # written by an older evaluate (e.g. without recon_excess or per-factor scores)
     same = json.dumps(m.get("metric_options") or {}, sort_keys=True, default=str)
     if same != json.dumps(metric_options or {}, sort_keys=True, default=str):
         return True
@@ -159,27 +195,62 @@ def collect(sweep_dir, protocol="study", seed=0, progress=True, metric_options=N
             if _needs_evaluation(m, protocol, seed, r["path"], metric_options=metric_options):
                 m = evaluate(r["path"], protocol, seed, progress=progress,
                              metric_options=metric_options)  # fmt: skip
-            rows.append({"run": r, "metrics": m})
+            summary = rundir.read_json(r["path"] / "summary.json", "run summary")
+            rows.append({"run": r, "metrics": m, "summary": summary,
+                         "convergence": run_convergence(r["path"])})  # fmt: skip
         except (RunDirError, ValueError, OSError) as e:
             failed.append((r, str(e)))
             print(f"warning: {r['name']} could not be evaluated: {e}", file=sys.stderr)
     return dict(rows=rows, unfinished=unfinished, failed=failed, runs=runs)
 
 
+def per_factor_columns(rows) -> list[str]:
+    """``mig_<factor>`` then ``informativeness_<factor>`` for every factor the runs were scored on."""
+    names = []
+    for row in rows:
+        for score in (row["metrics"].get("per_factor") or {}).values():
+            names += [n for n in score if n not in names]
+    pf = [row["metrics"].get("per_factor") or {} for row in rows]
+    return [f"{kind}_{n}" for kind in ("mig", "informativeness") for n in names
+            if any(n in (p.get(kind) or {}) for p in pf)]  # fmt: skip
+
+
 def score_table(rows) -> tuple[list[str], list[dict]]:
-    """(columns, records) of scores.csv: one record per (β, seed)."""
+    """(columns, records) of scores.csv: one record per (β, seed).
+
+    Columns: run, beta, beta_norm, seed (training), eval_seed (metric RNG), protocol, every metric,
+    per-factor scores (``mig_<f>``: the factor's MIG gap; ``informativeness_<f>``: DCI test
+    accuracy of predicting it from the whole code), RUN_COLUMNS, kl_0 … kl_{D-1}, then the run's
+    training facts: steps, convergence (``converged``, ``loss_change``, ``kl_change_max``: see
+    convergence.py), train_seconds and machine."""
     metric_names = metric_order({k for row in rows for k in row["metrics"]["metric_names"]})
-    cols = ["run", "beta", "beta_norm", "seed", "protocol", *metric_names, "recon", "recon_mse",
-            "active_units", "kl_total"]  # fmt: skip
+    factor_cols = per_factor_columns(rows)
+    dims = max((len(row["metrics"].get("kl_per_latent") or []) for row in rows), default=0)
+    cols = ["run", "beta", "beta_norm", "seed", "eval_seed", "protocol", *metric_names,
+            *factor_cols, *RUN_COLUMNS, *[f"kl_{i}" for i in range(dims)], "steps", "converged",
+            "loss_change", "kl_change_max", "train_seconds", "machine"]  # fmt: skip
     records = []
     for row in rows:
         m, r = row["metrics"], row["run"]
         rec = {"run": r["name"], "beta": m.get("beta", r["beta"]), "seed": r["seed"],
-               "beta_norm": m.get("beta_norm", r["beta_norm"]), "protocol": m["protocol"]}  # fmt: skip
+               "beta_norm": m.get("beta_norm", r["beta_norm"]), "eval_seed": m.get("seed"),
+               "protocol": m["protocol"]}  # fmt: skip
         rec.update({k: m.get(k, float("nan")) for k in metric_names})
+        pf = m.get("per_factor") or {}
+        for c in factor_cols:
+            kind, name = c.split("_", 1)
+            rec[c] = (pf.get(kind) or {}).get(name, float("nan"))
+        rec.update({k: m.get(k, float("nan")) for k in RUN_COLUMNS})
+        rec.update({f"kl_{i}": v for i, v in enumerate(m.get("kl_per_latent") or [])})
+        conv = row.get("convergence") or {}
+        summary = row.get("summary") or {}
         rec.update(
-            {k: m.get(k, float("nan")) for k in ("recon", "recon_mse", "active_units", "kl_total")}
-        )
+            steps=m.get("step"), converged=conv.get("converged"),
+            loss_change=conv.get("loss_change", float("nan")),
+            kl_change_max=max((abs(v) for v in conv.get("kl_change") or []), default=float("nan")),
+            train_seconds=summary.get("train_seconds", float("nan")),
+            machine=summary.get("machine", "unknown"),
+        )  # fmt: skip
         records.append(rec)
     return cols, records
 
@@ -198,14 +269,34 @@ def _md_table(cols, records) -> str:
     return "\n".join(lines)
 
 
+# report/<file> of each plot; index.md links them in this order.
+PLOTS = {
+    "scores": "scores_vs_beta.png",
+    "factors": "factors_vs_beta.png",
+    "recon": "recon_vs_beta.png",
+    "active": "active_units_vs_beta.png",
+}
+PLOT_TITLES = {
+    "scores": "Scores vs β",
+    "factors": "Per-factor scores vs β",
+    "recon": "Reconstruction vs β",
+    "active": "Active units vs β",
+}
+# The index's summary table and significance tests: these columns, mean ± std over seeds.
+SUMMARY_EXTRA = ("recon", "recon_excess", "active_units", "kl_total")
+
+
 def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None) -> Path:
     """Evaluates what is missing in a sweep and writes ``<sweep>/report/``; returns its path.
 
-    report/scores.csv         one row per (β, seed): β, β_norm, seed, every metric, recon, active units
+    report/scores.csv         one row per (β, seed): see ``score_table``
     report/scores_vs_beta.png every metric against β (β_norm on top): mean ± sample std over seeds
+    report/factors_vs_beta.png per-factor MIG gap and informativeness against β
     report/recon_vs_beta.png, report/active_units_vs_beta.png
-    report/index.md           the tables, the plots, and per β the traversals, factor response,
-                              geometry and training GIF of the run (relative links)
+    report/index.md           the tables (mean ± std over seeds), Welch tests between β
+                              (significance.py), each run's convergence (convergence.py), the
+                              plots, and per β the traversals, factor response, geometry and
+                              training GIF of the run (relative links)
     Unfinished runs are skipped and listed (stdout and index.md); a sweep with no finished run
     still gets an index.md saying so. ``protocol="quick"`` is labelled in every plot and table.
     """
@@ -226,22 +317,28 @@ def _report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=N
     rundir.write_text(out / "scores.csv", buf.getvalue())
 
     label = f"protocol: {protocol}" + (f" ({QUICK_NOTE})" if protocol == "quick" else "")
-    metric_names = [c for c in cols if c not in ("run", "beta", "beta_norm", "seed", "protocol",
-                                                 "recon", "recon_mse", "active_units", "kl_total")]  # fmt: skip
+    metric_names = metric_order({k for row in res["rows"] for k in row["metrics"]["metric_names"]})
+    factor_cols = per_factor_columns(res["rows"])
     plots = {}
-    for stale in ("scores_vs_beta.png", "recon_vs_beta.png", "active_units_vs_beta.png"):
+    for stale in PLOTS.values():
         (out / stale).unlink(missing_ok=True)  # never show plots of an earlier state
     if records:
-        plots["scores"] = plot_vs_beta(records, metric_names, out / "scores_vs_beta.png",
-                                       f"{sweep_dir.name}: disentanglement scores vs β\n{label}")  # fmt: skip
-        plots["recon"] = plot_vs_beta(records, ["recon", "recon_mse"], out / "recon_vs_beta.png",
-                                      f"{sweep_dir.name}: reconstruction error vs β\n{label}",
-                                      {"recon": "−log p(x|μ) (nats/image)", "recon_mse": "pixel MSE"})  # fmt: skip
-        plots["active"] = plot_vs_beta(records, ["active_units", "kl_total"],
-                                       out / "active_units_vs_beta.png",
-                                       f"{sweep_dir.name}: active units and total KL vs β\n{label}",
-                                       {"active_units": f"active units (KL > {ACTIVE_KL:g})",
-                                        "kl_total": "total KL (nats)"})  # fmt: skip
+        labels = {k: display(k) for k in cols}
+        head = f"{sweep_dir.name}: {{}} vs β\n{label}"
+        plots["scores"] = plot_vs_beta(records, metric_names, out / PLOTS["scores"],
+                                       head.format("disentanglement scores"), labels)  # fmt: skip
+        if factor_cols:
+            plots["factors"] = plot_vs_beta(
+                records, factor_cols, out / PLOTS["factors"],
+                head.format("per-factor scores (which factors each β keeps)"), labels,
+            )  # fmt: skip
+        plots["recon"] = plot_vs_beta(records, ["recon", "recon_excess", "recon_mse"],
+                                      out / PLOTS["recon"],
+                                      head.format("reconstruction (decoded from the posterior mean)"),
+                                      labels)  # fmt: skip
+        labels["active_units"] = f"active units (Var_x μ_d > {ACTIVE_VAR:g}, Burda et al. 2016)"
+        plots["active"] = plot_vs_beta(records, ["active_units", "kl_total"], out / PLOTS["active"],
+                                       head.format("active units and total KL"), labels)  # fmt: skip
     rundir.write_text(out / "index.md", _index_md(sweep_dir, res, cols, records, metric_names,
                                                   protocol, seed, label, plots))  # fmt: skip
     if not records:
@@ -253,6 +350,73 @@ def _report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=N
         for r in res["unfinished"]:
             print(f"[report] unfinished (skipped): {r['name']} ({r['status']})")
     return out, res, records
+
+
+def _aggregate(records, keys) -> list[dict]:
+    """One row per β: β, β_norm, number of seeds, and "mean ± sample std" of every key."""
+    out = []
+    for b in sorted({r["beta"] for r in records}):
+        rs = [r for r in records if r["beta"] == b]
+        row = {"β": f"{b:g}", "β_norm": f"{rs[0]['beta_norm']:.3g}", "seeds": str(len(rs))}
+        for k in keys:
+            v = np.array([r.get(k, np.nan) for r in rs], float)
+            row[display(k)] = (
+                f"{np.nanmean(v):.3f} ± {seed_std(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
+            )
+        out.append(row)
+    return out
+
+
+def _significance_md(records, keys) -> list[str]:
+    """The Welch-test section: per key, which β has the highest mean and which β it beats."""
+    lines = ["## Which differences are real", "",
+             f"Welch's t-test over seeds between the β with the highest mean and every other β; "
+             f"a difference is called real only at p < {ALPHA:g}, and no comparison is made with "
+             f"fewer than {MIN_SEEDS} seeds at a β. p-values are per pair, not corrected for the "
+             "number of pairs.", ""]  # fmt: skip
+    comparisons = [compare_betas(records, k) for k in keys]
+    if comparisons and not any(c["comparable"] for c in comparisons if c["best"] is not None):
+        return [
+            *lines,
+            f"**No comparison can be made**: {comparisons[0]['statement'].split(': ', 1)[1]}.",
+        ]
+    for k, c in zip(keys, comparisons):
+        if c["best"] is None:
+            continue
+        lines.append(f"- **{display(k)}**: {c['statement'].split(': ', 1)[1]}")
+        if c["tests"]:
+            lines[-1] += (
+                " (" + ", ".join(f"vs β={b:g}: p={t['p']:.2g}" for b, t in c["tests"].items()) + ")"
+            )
+    return lines
+
+
+def _convergence_md(rows) -> list[str]:
+    """The convergence table: per run, the change of the loss and of the KL over the last 20%."""
+    from convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL
+
+    moving = [row for row in rows if not (row.get("convergence") or {}).get("converged")]
+    lines = ["## Convergence", "",
+             f"Change over the last {TAIL:.0%} of steps (mean of the last 5% of the run against "
+             f"the 5% before the tail): a run is still moving when its loss changed by more than "
+             f"{LOSS_TOL:.0%} or a latent's KL by more than max({KL_TOL_NATS:g} nats, "
+             f"{KL_TOL_REL:.0%})."]  # fmt: skip
+    lines += ["", f"**{len(moving)} of {len(rows)} run(s) still moving.**" if moving
+              else f"All {len(rows)} runs settled.", ""]  # fmt: skip
+    table = []
+    for row in sorted(rows, key=lambda r: (r["run"]["beta"], r["run"]["seed"])):
+        c = row.get("convergence") or {}
+        kc = c.get("kl_change") or []
+        top = int(np.argmax(np.abs(kc))) if kc else None
+        table.append({
+            "run": row["run"]["name"], "steps": str(c.get("steps", "-")),
+            "loss change": f"{100 * c['loss_change']:+.2f}%" if "loss_change" in c else "-",
+            "largest KL change": f"z{top} {kc[top]:+.3f}" if top is not None else "-",
+            "status": "settled" if c.get("converged") else f"**moving**: {c.get('note', '')}",
+        })  # fmt: skip
+    return lines + [
+        _md_table(["run", "steps", "loss change", "largest KL change", "status"], table)
+    ]
 
 
 def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots) -> str:
@@ -273,30 +437,33 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
         lines += ["", "## Runs that could not be evaluated", ""]
         lines += [f"- `{r['name']}`: {e}" for r, e in res["failed"]]
     if records:
-        shown = [
-            m for m in metric_names if m in HEADLINE
-        ] or metric_names  # the rest: per-run table
-        summary_cols = ["beta", "beta_norm", "seeds", *shown, "recon", "active_units"]
-        agg = []
-        for b in sorted({r["beta"] for r in records}):
-            rs = [r for r in records if r["beta"] == b]
-            row = {
-                "beta": f"{b:g}",
-                "beta_norm": f"{rs[0]['beta_norm']:.3g}",
-                "seeds": str(len(rs)),
-            }
-            for k in [*shown, "recon", "active_units"]:
-                v = np.array([r[k] for r in rs], float)
-                row[k] = (
-                    f"{np.nanmean(v):.3f} ± {seed_std(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
-                )
-            agg.append(row)
-        lines += ["", f"## Scores (mean ± sample std over seeds; {protocol})", "", _md_table(summary_cols, agg),
-                  "", "Per run: [scores.csv](scores.csv)", "", _md_table(cols, records), ""]  # fmt: skip
-        for key, title in (("scores", "Scores vs β"), ("recon", "Reconstruction error vs β"),
-                           ("active", "Active units vs β")):  # fmt: skip
-            if key in plots:
-                lines += [f"### {title}", "", f"![{title}]({Path(plots[key]).name})", ""]
+        shown = [m for m in metric_names if m in HEADLINE] or metric_names
+        factor_cols = [c for c in cols if c.startswith(("mig_", "informativeness_"))]
+        lines += ["", f"## Scores (mean ± sample std over seeds; {protocol})", "",
+                  _md_table(["β", "β_norm", "seeds", *map(display, shown), *map(display, SUMMARY_EXTRA)],
+                            _aggregate(records, [*shown, *SUMMARY_EXTRA])),
+                  "", "SAP is the discrete SAP of disentanglement_lib's study; SAP (continuous) is "
+                  "the squared-correlation variant. recon is −log p(x|μ) in nats per image, decoded "
+                  "from the posterior mean; its excess is over the data's own entropy floor "
+                  "(the Bernoulli entropy of the grey target pixels). Active units: Burda et al. "
+                  f"(2016), Var_x μ_d > {ACTIVE_VAR:g} on the held-out images."]  # fmt: skip
+        if factor_cols:
+            lines += ["", "### Per factor (mean ± sample std over seeds)", "",
+                      "MIG gap of each factor (0: no single latent owns it) and informativeness "
+                      "(DCI test accuracy of predicting it from the whole code; chance is 1 over "
+                      "its number of values).", "",
+                      _md_table(["β", "seeds", *map(display, factor_cols)],
+                                _aggregate(records, factor_cols))]  # fmt: skip
+        lines += ["", *_significance_md(records, [*shown, *SUMMARY_EXTRA])]
+        lines += ["", *_convergence_md(res["rows"])]
+        lines += ["", "Per run: [scores.csv](scores.csv)", ""]
+        for key, path in plots.items():
+            lines += [
+                f"### {PLOT_TITLES[key]}",
+                "",
+                f"![{PLOT_TITLES[key]}]({Path(path).name})",
+                "",
+            ]
         lines += ["## Per β", ""]
         for b in sorted({r["beta"] for r in records}):
             rs = sorted([row for row in res["rows"] if row["run"]["beta"] == b],
@@ -438,7 +605,7 @@ __all__ = [
     "PROTOCOLS", "beta_vae_score", "compute_metrics", "dci", "factor_vae_score", "mig",
     "modularity_explicitness", "sap",
     # encodings (encoding.py) and figures (figures.py)
-    "ACTIVE_KL", "EncodeFn", "decode", "encode", "factor_response", "kl_per_latent",
+    "ACTIVE_VAR", "EncodeFn", "active_units", "decode", "encode", "factor_response", "kl_per_latent", "unit_activity",
     "latent_geometry", "make_encode_fn", "pick_position_latents", "plot_factor_response",
     "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions", "plot_traversals",
     "plot_vs_beta", "seed_std", "traversal_gif", "traversal_images",

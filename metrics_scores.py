@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from metrics import _as_2d, _seed, dci, mig, modularity_explicitness, sap
+from metrics import _as_2d, _seed, dci, mig_per_factor, modularity_explicitness, sap
 
 # Sample counts of each protocol. "study" = disentanglement_lib's unsupervised study;
 # "quick" shrinks every count for CPU and must be labelled as such wherever it is shown.
@@ -104,6 +104,14 @@ def encode_factors(sampler, encode_fn, factors, chunk: int = ENCODE_CHUNK) -> np
     `images_from_factors` is deterministic (no observation noise in this project's data).
     """
     return _encode_unique(sampler, encode_fn, factors, chunk)[0]
+
+
+def _by_factor(sampler, active, factors, values) -> dict:
+    """{factor name: value} for the factors that vary in ``factors`` (N, K_active), in the order
+    of ``values`` (the metric cores skip single-valued factors, see metrics._varying)."""
+    names = [str(sampler.factor_names[i]) for i in active]
+    varying = [n for n, col in zip(names, np.asarray(factors).T) if len(np.unique(col)) > 1]
+    return {n: float(v) for n, v in zip(varying, values)}
 
 
 def _active_factors(sampler) -> np.ndarray:
@@ -346,7 +354,7 @@ def compute_metrics(
     flat = np.concatenate([b.reshape(-1, k) for b in blocks.values()])
     codes, n_unique = _encode_unique(sampler, encode_fn, flat, chunk, progress)
     z = dict(zip(blocks, _split(codes, list(blocks.values()))))
-    out: dict = {"protocol": protocol, **cfg, "dci_backend": dci_backend}
+    out: dict = {"protocol": protocol, **cfg, "dci_backend": dci_backend, "per_factor": {}}
     out.update(num_images_requested=len(flat), num_images_encoded=n_unique)
     out["time_encode_s"] = time.perf_counter() - t0
 
@@ -362,10 +370,14 @@ def compute_metrics(
         for name in todo:
             t0, seed = time.perf_counter(), int(streams[name])
             if name == "mig":
-                out["mig"] = mig(tt[0], tt[1], num_bins=cfg["num_bins"])
+                gaps = mig_per_factor(tt[0], tt[1], num_bins=cfg["num_bins"])  # (K',)
+                out["mig"] = float(np.mean(gaps))
+                out["per_factor"]["mig"] = _by_factor(sampler, active, tt[1], gaps)
             elif name == "dci":
-                res = dci(*tt, backend=dci_backend, random_state=seed)
+                res = dci(*tt, backend=dci_backend, random_state=seed, return_per_factor=True)
+                acc = res.pop("informativeness_test_per_factor")  # (K',)
                 out.update({f"dci_{key}": val for key, val in res.items()})
+                out["per_factor"]["informativeness"] = _by_factor(sampler, active, tt[1], acc)
             elif name == "sap":
                 out["sap_discrete"] = sap(*tt, continuous=False, random_state=seed)
                 out["sap_continuous"] = sap(*tt, continuous=True)

@@ -120,7 +120,8 @@ def test_geometry_picks_two_different_latents(loaded):
     model, _, sampler = loaded
     g = ls.latent_geometry(model, sampler, n_bases=1, rng=np.random.RandomState(0))
     dx, dy = g["latents"]
-    assert dx != dy and g["codes"].shape == (1, 16, 16, model.latent_dim)
+    n = sampler.num_positions  # sized to the image (dataset.grid_sizes): 13 at 32² over ±0.2
+    assert dx != dy and g["codes"].shape == (1, n, n, model.latent_dim)
     # synthetic: latent 2 mixes x and y and latents 0 and 1 carry each cleanly; a constant latent
     rng = np.random.RandomState(0)
     x, y = rng.rand(400), rng.rand(400)
@@ -192,12 +193,21 @@ def test_report_scores_finished_runs_and_lists_the_unfinished_one(sweep, capsys)
     printed = capsys.readouterr().out
     assert "beta16_seed0" in printed and "unfinished" in printed
     rows = (out / "scores.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].startswith("run,beta,beta_norm,seed,protocol,")
+    assert len(rows) == 3 and rows[0].startswith("run,beta,beta_norm,seed,eval_seed,protocol,")
     assert {r.split(",")[0] for r in rows[1:]} == {"beta1_seed0", "beta4_seed0"}
-    for name in ("scores_vs_beta.png", "recon_vs_beta.png", "active_units_vs_beta.png"):
+    header = rows[0].split(",")
+    for col in ("mig", "sap_discrete", "sap_continuous", "recon", "recon_floor", "recon_excess",
+                "active_units", "kl_0", "mig_shape", "mig_pos_x",
+                "steps", "converged", "loss_change", "train_seconds", "machine"):  # fmt: skip
+        assert col in header, col
+    for name in ("scores_vs_beta.png", "factors_vs_beta.png", "recon_vs_beta.png",
+                 "active_units_vs_beta.png"):  # fmt: skip
         _png_ok(out / name)
     index = (out / "index.md").read_text()
     assert "Unfinished runs" in index and "beta16_seed0" in index and "quick" in index
+    # discrete SAP is "SAP", the continuous one is labelled; one seed per β: no comparison
+    assert "| SAP |" in index and "SAP (continuous)" in index
+    assert "No comparison can be made" in index and "## Convergence" in index
     links = [s.split(")")[0] for s in index.split("](")[1:]]
     assert any("training.gif" in link for link in links) and any(
         "geometry" in link for link in links
@@ -277,3 +287,20 @@ def test_import_computes_nothing_and_does_not_import_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_metrics_json_records_the_protocol(run):
+    """Active units by one definition, recon against its floor, per-factor scores, the grid."""
+    m = ls.evaluate(run, "quick", seed=1, progress=False, figures=False, metric_options=FAST)
+    assert m["schema"] == ls.METRICS_SCHEMA
+    assert m["active_threshold"] == 0.01 and "Burda" in m["active_definition"]
+    act = np.array(m["unit_activity"])
+    assert m["active_units"] == int((act > 0.01).sum())
+    assert m["recon_excess"] == pytest.approx(m["recon"] - m["recon_floor"])
+    assert 0 < m["recon_floor"] < m["recon"]
+    grid = m["factor_grid"]
+    assert grid["circular"] == ["azimuth"] and "categorical" in grid["note"]
+    assert grid["factor_sizes"] == m["data_config"]["factor_sizes"]
+    assert "mig" in m["per_factor"]  # FAST skips DCI, whose accuracies give "informativeness"
+    assert set(m["per_factor"]["mig"]) == set(grid["factor_names"])
+    assert np.mean(list(m["per_factor"]["mig"].values())) == pytest.approx(m["mig"])

@@ -229,5 +229,9 @@ def test_compute_metrics_quick_is_reproducible_and_scores_identity():
     assert a["mig"] > 0.9 and a["dci_disentanglement"] > 0.95 and a["sap_continuous"] > 0.9
     assert a["beta_vae_eval_accuracy"] > 0.95 and a["factor_vae_eval_accuracy"] > 0.95
     assert a["factor_vae_num_active_dims"] == 4
+    # per-factor scores, named after the factors; the single-valued one is not scored
+    for kind in ("mig", "informativeness"):
+        assert set(a["per_factor"][kind]) == {"a", "b", "c", "d"}
+        assert min(a["per_factor"][kind].values()) > 0.9
     # a metric's number does not depend on which other metrics run
     assert run(0, ["factor_vae"])["factor_vae_eval_accuracy"] == a["factor_vae_eval_accuracy"]
