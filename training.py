@@ -28,6 +28,7 @@ import rundir
 
 # β grid of the paper preset (128² Bernoulli pixels): a log grid from 1 to 256 plus the seed's β=102.
 PAPER_BETAS = (1, 4, 16, 64, 102, 256)
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # β grid of the study preset (32²): β_norm 0.01-0.16, around the seed's β=102 at 128² (β_norm 0.062).
 STUDY_BETAS = (1, 2, 4, 8, 16)
 STUDY_SEEDS = (0, 1, 2)
@@ -60,7 +61,9 @@ class TrainConfig:
     batch_size: int = 16
     steps: int = 100000
     seed: int = 0
-    precision: str = "float32"  # "float32" | "mixed_bfloat16" | "mixed_float16" (GPU)
+    # "auto" (bf16 where the hardware runs it fast: resolve_precision) | "float32" |
+    # "mixed_bfloat16" | "mixed_float16" (GPU). config.json records the resolved policy.
+    precision: str = "auto"
     distribute: str = "auto"  # "auto": MirroredStrategy if >1 GPU | "off" | "mirrored"
     # logging, checkpoints, frames (steps)
     log_every: int = 100
@@ -75,7 +78,9 @@ class TrainConfig:
         """β · M / N (Higgins et al. 2017), as variationAutoEncoder.beta_norm; keras-free here."""
         return self.beta * self.latent_dim / self.image_size**2
 
-    def validate(self) -> TrainConfig:
+    def validate(self, stored: bool = False) -> TrainConfig:
+        """Checks every field; ``stored=True`` (a config.json read back) skips the checks that
+        only guard the start of a new run, so runs made before a check was added still load."""
         from variationAutoEncoder import DECODERS, LIKELIHOODS, OBJECTIVES, check_image_size
 
         check_image_size(self.image_size)
@@ -86,7 +91,7 @@ class TrainConfig:
             ("decoder", DECODERS),
             ("likelihood", LIKELIHOODS),
             ("objective", OBJECTIVES),
-            ("precision", ("float32", "mixed_bfloat16", "mixed_float16")),
+            ("precision", PRECISIONS),
             ("distribute", ("auto", "off", "mirrored")),
         ]:
             if getattr(self, name) not in allowed:
@@ -112,6 +117,15 @@ class TrainConfig:
                 problems.append(
                     f"--{name} {getattr(self, name)} must be a positive multiple of --log_every {self.log_every}"
                 )
+        if not stored and self.objective == "capacity" and self.capacity_steps > self.steps:
+            # C(t) would still be rising when the run ends: the "capacity" asked for is never reached
+            reached = self.capacity_max * self.steps / self.capacity_steps
+            problems.append(
+                f"--capacity_steps {self.capacity_steps} > --steps {self.steps}: the capacity ramp "
+                f"would end at C = {reached:.3g} nats instead of --capacity_max "
+                f"{self.capacity_max:g}; pass --capacity_steps {max(self.steps // 2, 1)} (the ramp "
+                "ends half way) or at most --steps"
+            )
         if problems:
             raise ValueError("invalid training config:\n  " + "\n  ".join(problems))
         return self
@@ -119,12 +133,15 @@ class TrainConfig:
 
 PRESETS = {
     # Watters et al. 2019 defaults at 128²: 10 latents, 64-channel convs, Adam 3e-4.
-    # bf16 is 2.98× faster than float32 at an equal loss on this AMX CPU (BENCHMARKS.md).
-    "paper": TrainConfig(precision="mixed_bfloat16"),
+    # bf16 is 2.98× faster than float32 at an equal loss on an AMX CPU but 10× slower on an
+    # AVX2-only one (BENCHMARKS.md, DESIGN.md): "auto" picks it only where it is fast.
+    # Every preset's capacity ramp (--objective capacity) ends half way through the run.
+    "paper": TrainConfig(precision="auto", capacity_steps=50000),
     # make demo: three β at 32² in ≈ 3 min each on 2 CPU cores; reconstructions follow position/size.
     "demo": TrainConfig(
         image_size=32, channels=32, batch_size=32, steps=2000, log_every=50,
-        checkpoint_every=250, frame_every=100, preset="demo",
+        checkpoint_every=250, frame_every=100, capacity_steps=1000, precision="float32",
+        preset="demo",
     ),
     # The converged β study (results/study/README.md has the evidence for each setting): 32² is
     # what a 2-core CPU affords; objects large enough (scale 0.6-0.9) that shape and pose are
@@ -132,12 +149,13 @@ PRESETS = {
     "study": TrainConfig(
         image_size=32, channels=32, batch_size=32, steps=4000, lr=5e-4, scale_range=(0.6, 0.9),
         pos_range=(-0.1, 0.1), log_every=50, checkpoint_every=500, frame_every=250,
-        preset="study",
+        preset="study", precision="float32",
     ),
     # CI: seconds per run.
     "test": TrainConfig(
         image_size=32, latent_dim=6, channels=16, hidden=64, batch_size=16, steps=100, log_every=10,
-        checkpoint_every=20, frame_every=20, keep_checkpoints=2, frame_images=4, preset="test",
+        checkpoint_every=20, frame_every=20, keep_checkpoints=2, frame_images=4, capacity_steps=50,
+        precision="float32", preset="test",
     ),
 }  # fmt: skip
 
@@ -155,6 +173,48 @@ def default_betas(image_size: int) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- building blocks
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (``avx2``, ``amx_bf16``, …); empty off Linux."""
+    if not sys.platform.startswith("linux"):
+        return set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):  # x86: one "flags : ..." line per core, all alike
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """(major, minor) CUDA compute capability of each GPU TensorFlow sees; [] on a CPU build."""
+    import tensorflow as tf
+
+    caps = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        caps.append(tuple(cc) if cc else (0, 0))
+    return caps
+
+
+def resolve_precision(requested: str) -> str:
+    """The Keras dtype policy for ``--precision requested``: itself, unless it is "auto".
+
+    "auto" is "mixed_bfloat16" only where bf16 is fast: GPUs with bf16 tensor cores (compute
+    capability ≥ 8.0, every visible GPU) or, without a GPU, a CPU with AMX-BF16 (2.98× float32).
+    Elsewhere "float32": an AVX2-only CPU runs bf16 10× slower than float32 (DESIGN.md), and an
+    avx512_bf16 CPU without AMX is not measured. Tests replace ``cpu_flags`` and
+    ``gpu_compute_capabilities`` (looked up at call time) to mock the hardware.
+    """
+    if requested != "auto":
+        return requested
+    caps = gpu_compute_capabilities()
+    if caps:
+        return "mixed_bfloat16" if min(caps) >= (8, 0) else "float32"
+    return "mixed_bfloat16" if "amx_bf16" in cpu_flags() else "float32"
+
+
 def make_strategy(cfg: TrainConfig):
     import tensorflow as tf
 
@@ -172,7 +232,7 @@ def build_model(cfg: TrainConfig, strategy=None):
     from variationAutoEncoder import BetaVAE
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(cfg.precision)
+    keras.config.set_dtype_policy(resolve_precision(cfg.precision))
     try:
         keras.utils.set_random_seed(cfg.seed)  # weight init and the Sampling seed generator
         scope = strategy.scope() if strategy is not None else _null()
@@ -238,7 +298,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
                          "model.keras", "summary.json", "metrics.json", "config.json"):  # fmt: skip
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        _check_or_write_config(cfg, out)
+        cfg = _check_or_write_config(cfg, out)  # precision "auto" resolved from here on
         rundir.remove_stale_temps(out)  # temporary files of a killed writer (we hold the lock)
 
         strategy = make_strategy(cfg)
@@ -299,7 +359,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             model.save(tmp)
         history = rundir.read_history(out)
         last = history[-1] if history else {}
-        kls = [last.get(f"kl_{i}", 0.0) for i in range(cfg.latent_dim)]
+        active = active_units_of(model, data)
         summary = {
             "status": "done",
             "step": cfg.steps,
@@ -309,7 +369,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "loss": last.get("loss"),
             "recon": last.get("recon"),
             "kl": last.get("kl"),
-            "active_units": int(sum(k > 0.01 for k in kls)),
+            **active,
             "img_per_s": (end - start) * cfg.batch_size / elapsed if end > start else None,
             "train_seconds": elapsed,
             "devices": replicas,
@@ -327,10 +387,31 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             print(
                 f"[train] done {out}: β={cfg.beta:g} seed={cfg.seed} step={cfg.steps} "
                 f"loss={summary['loss']:.2f} recon={summary['recon']:.2f} kl={summary['kl']:.2f} "
-                f"active={summary['active_units']}/{cfg.latent_dim} "
+                f"active units={summary['active_units']}/{cfg.latent_dim} (Var_x E[z|x] > "
+                f"{summary['active_threshold']:g}) "
                 f"{summary['img_per_s'] or 0:.0f} img/s in {elapsed:.0f}s"
             )
         return summary
+
+
+# The images on which a finished run's active units are counted: fixed, so runs compare.
+ACTIVE_IMAGES, ACTIVE_SEED = 1000, 2016
+
+
+def active_units_of(model, data) -> dict:
+    """Active units of a trained model, the repo's one definition (encoding.active_units: Burda
+    et al. 2016, the variance over images of the posterior mean > encoding.ACTIVE_VAR), on
+    ``ACTIVE_IMAGES`` images drawn with their own RNG (training's RNG state is not touched)."""
+    import encoding
+
+    factors = data.sample_factors(ACTIVE_IMAGES, np.random.RandomState(ACTIVE_SEED))
+    mean, _ = encoding.encode(model, data.images_from_factors(factors))  # (N, D) each
+    return {
+        "active_units": encoding.active_units(mean),
+        "active_threshold": encoding.ACTIVE_VAR,
+        "active_definition": "Burda et al. 2016: Var over images of the posterior mean > "
+        f"active_threshold, on {ACTIVE_IMAGES} images (sample_factors, RandomState({ACTIVE_SEED}))",
+    }
 
 
 def _zip_ok(path: Path) -> bool:
@@ -344,18 +425,37 @@ def _zip_ok(path: Path) -> bool:
         return False
 
 
-def _check_or_write_config(cfg: TrainConfig, out: Path) -> None:
-    """config.json is written before step 1; a resume with another config is refused."""
+def _check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """config.json is written before step 1; a resume with another config is refused.
+
+    ``--precision auto`` is resolved first, so config.json records the policy the run uses. A
+    resume with "auto" keeps the run's recorded policy: "auto" asks for no particular one, and
+    switching policy half way would change the experiment. Returns the resolved config."""
     path = out / "config.json"
-    new = asdict(cfg)
+    old = None
     if path.exists():
         old = rundir.read_json(path, "run config", "fix it, or pass --fresh to start the run over")
         if not isinstance(old, dict):
             raise rundir.RunDirError(
                 f"{path}: run config is not a JSON object; fix it, or pass --fresh to start over."
             )
-        # Extending a run (a larger --steps) is a resume, not a new experiment.
-        diff = rundir.config_diff(old, new, ignore=("steps",))
+    if cfg.precision == "auto":
+        here = resolve_precision("auto")
+        stored = old.get("precision") if old is not None else None
+        if stored in PRECISIONS and stored != "auto":
+            if stored != here:
+                print(f"[train] {out}: resuming with the run's --precision {stored} ('auto' "
+                      f"would pick {here} on this machine).", file=sys.stderr)  # fmt: skip
+            here = stored
+        cfg = replace(cfg, precision=here)
+    new = asdict(cfg)
+    if old is not None:
+        # Extending a run (a larger --steps) is a resume, not a new experiment; the capacity
+        # schedule does not enter a β-VAE's loss (so a preset's new ramp does not block its runs).
+        ignore = ["steps"]
+        if old.get("objective") == new["objective"] == "beta":
+            ignore += ["gamma", "capacity_max", "capacity_steps"]
+        diff = rundir.config_diff(old, new, ignore=tuple(ignore))
         if diff:
             raise rundir.RunDirError(
                 f"{out} was started with another config:\n"
@@ -363,6 +463,7 @@ def _check_or_write_config(cfg: TrainConfig, out: Path) -> None:
                 + f"\nRe-run with the original values, use another --out, or pass --fresh to discard {out}."
             )
     rundir.write_json(path, new)
+    return cfg
 
 
 def load_config(run_dir) -> TrainConfig:
@@ -381,7 +482,7 @@ def load_config(run_dir) -> TrainConfig:
         for key in ("scale_range", "pos_range"):
             if key in raw:
                 raw[key] = tuple(raw[key])
-        return TrainConfig(**raw).validate()
+        return TrainConfig(**raw).validate(stored=True)
     except (TypeError, ValueError) as e:  # a hand-edited or damaged value
         raise rundir.RunDirError(f"{path}: run config is invalid ({e}).") from None
 
@@ -391,9 +492,7 @@ def run_name(beta: float, seed: int) -> str:
     return f"beta{beta:g}_seed{seed}"
 
 
-def sweep(
-    base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publish=None
-) -> dict:
+def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publish=None) -> dict:
     """Trains every (β, seed) sequentially into ``out/<run_name>``; keeps ``out/sweep.json`` current.
 
     Runs go seed-major (every β of the first seed, then the next seed), so a sweep stopped part

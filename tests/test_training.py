@@ -168,3 +168,133 @@ def test_larger_steps_extends_a_finished_run(cfg, tmp_path):
     assert summary["status"] == "done" and summary["step"] == 40
     assert [r["step"] for r in rundir.read_history(out)] == [10, 20, 30, 40]
     assert json.loads((out / "config.json").read_text())["steps"] == 40
+
+
+def test_summary_counts_active_units_as_encoding_does(finished_run, cfg):
+    """summary.json's active units: Var over images of the posterior mean > encoding.ACTIVE_VAR
+    (Burda et al. 2016), the definition metrics.json uses, not a count of per-latent KLs."""
+    import encoding
+
+    out, summary = finished_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["active_threshold"] == encoding.ACTIVE_VAR
+    assert "Burda" in on_disk["active_definition"]
+    data = training.make_dataset(cfg)
+    factors = data.sample_factors(
+        training.ACTIVE_IMAGES, np.random.RandomState(training.ACTIVE_SEED)
+    )
+    mean, _ = encoding.encode(
+        keras.models.load_model(out / "model.keras"), data.images_from_factors(factors)
+    )
+    assert on_disk["active_units"] == summary["active_units"] == encoding.active_units(mean)
+
+
+# ----------------------------------------------------------------------------- capacity ramp
+def test_capacity_ramp_longer_than_the_run_is_refused(tmp_path):
+    out = tmp_path / "X"
+    cmd = [sys.executable, "training.py", "train", "--preset", "demo", "--objective", "capacity",
+           "--capacity_steps", "100000", "--steps", "2000", "--out", str(out)]  # fmt: skip
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert "--capacity_steps 100000" in res.stderr and "Traceback" not in res.stderr
+    assert "C = 0.5 nats" in res.stderr and "--capacity_steps 1000" in res.stderr  # 25·2000/100000
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("name", ["paper", "demo", "test"])
+def test_preset_capacity_ramps_end_before_the_run(name):
+    cfg = training.preset_config(name, objective="capacity")  # validates
+    assert cfg.capacity_steps <= cfg.steps // 2
+
+
+def test_stored_config_with_a_long_ramp_still_loads(tmp_path):
+    """Runs made before the ramp check (capacity_steps > steps) can still be evaluated."""
+    old = training.preset_config("test")
+    rundir.write_json(tmp_path / "config.json",
+                      dict(vars(old), objective="capacity", capacity_steps=10**5))  # fmt: skip
+    assert training.load_config(tmp_path).capacity_steps == 10**5
+
+
+# ----------------------------------------------------------------------------- precision
+AVX2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
+AVX512_BF16 = AVX2 | {"avx512f", "avx512_bf16"}
+AMX = AVX512_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}
+
+
+def _hardware(monkeypatch, flags, gpus=()):
+    monkeypatch.setattr(training, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(training, "gpu_compute_capabilities", lambda: list(gpus))
+
+
+@pytest.mark.parametrize(
+    "flags, gpus, policy",
+    [
+        (AVX2, (), "float32"),
+        (AVX512_BF16, (), "float32"),
+        (AMX, (), "mixed_bfloat16"),
+        (AVX2, [(8, 0)], "mixed_bfloat16"),
+        (AMX, [(7, 5)], "float32"),  # a pre-Ampere GPU trains, whatever the host CPU
+        (AVX2, [(9, 0), (7, 0)], "float32"),
+    ],
+)
+def test_auto_precision_follows_the_hardware(monkeypatch, flags, gpus, policy):
+    _hardware(monkeypatch, flags, gpus)
+    assert training.resolve_precision("auto") == policy
+    for explicit in ("float32", "mixed_bfloat16", "mixed_float16"):
+        assert training.resolve_precision(explicit) == explicit
+
+
+def test_cpu_flags_are_absent_off_linux(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert training.cpu_flags() == set()
+
+
+def test_defaults_auto_precision_and_study_stays_float32():
+    assert training.TrainConfig().precision == "auto"
+    assert training.PRESETS["paper"].precision == "auto"
+    for name in ("demo", "study", "test"):
+        assert training.PRESETS[name].precision == "float32"
+
+
+TINY_PAPER = ["--image_size", "32", "--channels", "8", "--hidden", "16", "--log_every", "10",
+              "--checkpoint_every", "10", "--frame_every", "10", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.parametrize("flags, policy", [(AVX2, "float32"), (AMX, "mixed_bfloat16")])
+def test_paper_preset_records_the_resolved_precision(monkeypatch, shapes_npz, tmp_path, flags,
+                                                     policy):  # fmt: skip
+    _hardware(monkeypatch, flags)
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "paper", "--out", str(out), "--data_path", shapes_npz,
+            "--steps", "10", *TINY_PAPER]  # fmt: skip
+    assert training.main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["precision"] == policy
+    assert training.load_config(out).precision == policy
+
+
+def test_auto_resume_keeps_the_runs_precision(monkeypatch, shapes_npz, tmp_path, capsys):
+    """A run started where auto meant bf16, resumed with auto where it means float32: resumed
+    (not refused as a changed config), in the run's own precision."""
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "paper", "--out", str(out), "--data_path", shapes_npz,
+            *TINY_PAPER]  # fmt: skip
+    _hardware(monkeypatch, AMX)
+    assert training.main([*argv, "--steps", "10"]) == 0
+    _hardware(monkeypatch, AVX2)
+    assert training.main([*argv, "--steps", "20"]) == 0, capsys.readouterr().err
+    assert "mixed_bfloat16" in capsys.readouterr().err  # says which precision it kept
+    assert json.loads((out / "config.json").read_text())["precision"] == "mixed_bfloat16"
+    assert [r["step"] for r in rundir.read_history(out)] == [10, 20]
+    assert (
+        training.main([*argv, "--steps", "20", "--precision", "float32"]) == 2
+    )  # explicit: a change
+
+
+def test_beta_run_resumes_across_a_new_capacity_ramp(cfg, tmp_path):
+    """The capacity schedule is not part of a β-VAE run: a preset's new ramp does not block it."""
+    out = tmp_path / "run"
+    training.train(cfg, out, progress=False, stop_at=10)
+    config = json.loads((out / "config.json").read_text())
+    rundir.write_json(out / "config.json", dict(config, capacity_steps=100000))  # an older preset
+    training.train(cfg, out, progress=False, stop_at=20)
+    assert rundir.list_checkpoints(out)[-1].name == "ckpt-00000020.npz"

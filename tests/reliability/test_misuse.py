@@ -53,6 +53,7 @@ BAD_ARGS = [
     ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--stop_at", "0"], ["--stop_at 0"]),
     ("training.py", [*T, "--out", "{out}", "--data_path", "{missing}"], ["{missing}", "render_shapes.py"]),
     ("training.py", [*T, "--out", "{out}", "--steps", "ten"], ["--steps", "invalid int"]),
+    ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--objective", "capacity", "--capacity_steps", "1000"], ["--capacity_steps 1000", "--steps 100", "--capacity_steps 50"]),
     ("training.py", ["train", "--preset", "test"], ["--out"]),
     ("training.py", [], ["command"]),
     ("training.py", [*S, "--out", "{out}", "--betas", "1", "-4"], ["--beta -4"]),
