@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 DATA    := data/shapes.npz
 DEMO    := runs/demo
-SWEEP   ?= runs/demo
+SWEEP   ?= results/study
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -44,7 +44,7 @@ bench: setup
 stress: setup
 	STRESS=1 $(PY) -m pytest -q tests/reliability
 
-## figures: README figures in img/ from a sweep directory (SWEEP=runs/NAME)
+## figures: README figures in img/ from the committed study (or SWEEP=runs/NAME)
 figures: setup
 	$(PY) latentSpace.py figures $(SWEEP) --out img
 

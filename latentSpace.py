@@ -8,7 +8,7 @@ score-vs-β report of a sweep.
 ``evaluate`` scores one finished run and writes ``<run>/metrics.json`` and ``<run>/figures/``;
 ``report`` evaluates every finished run of a sweep that has no metrics of that protocol yet and
 writes ``<sweep>/report/`` (scores.csv, score-vs-β plots, index.md); ``figures`` copies the README
-figure set (β=1 and the best-disentangling β) into ``img/``.
+figure set (the lowest β against the β nearest the seed's β=102) into ``img/``.
 
 Metrics (re-exported from metrics.py, one function per paper): BetaVAE (Higgins et al. 2017),
 FactorVAE (Kim & Mnih 2018), MIG (Chen et al. 2018), DCI (Eastwood & Williams 2018), SAP (Kumar
@@ -487,32 +487,28 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
 
 
 # ----------------------------------------------------------------------------- README figures
+# The seed's own figures contrast β=1 with β=102 at 128² (10 latents): β_norm = β·M/N ≈ 0.062.
+SEED_CONTRAST_BETA_NORM = 102 * 10 / 128**2
+
+
 def _pick_betas(records) -> tuple[float, float]:
-    """(reference β: 1 if present else the smallest, best β: highest mean MIG, tie DCI D)."""
+    """(the lowest β, the β whose β_norm is closest to the seed's β=102 at 128²): the seed's
+    contrast at any image size. Chosen from the grid alone, never from the scores."""
     betas = sorted({r["beta"] for r in records})
-    ref = 1.0 if 1.0 in betas else betas[0]
-    mig_key = next((k for k in ("mig",) if k in records[0]), None)
-    dci_key = next(
-        (k for k in ("dci_disentanglement", "dci_d", "disentanglement") if k in records[0]), None
-    )
-
-    def score(b):
-        rs = [r for r in records if r["beta"] == b]
-        m = np.nanmean([r.get(mig_key, np.nan) for r in rs]) if mig_key else np.nan
-        d = np.nanmean([r.get(dci_key, np.nan) for r in rs]) if dci_key else np.nan
-        return (np.nan_to_num(m, nan=-np.inf), np.nan_to_num(d, nan=-np.inf))
-
-    return ref, max(betas, key=score)
+    norm = {r["beta"]: r["beta_norm"] for r in records}
+    high = min(betas[1:] or betas, key=lambda b: abs(norm[b] - SEED_CONTRAST_BETA_NORM))
+    return betas[0], high
 
 
 def figures(
     sweep_dir, out="img", protocol=None, seed=0, progress=True, metric_options=None
 ) -> dict:
-    """The README figure set of one sweep, for β=1 (or the smallest β) and the best-disentangling
-    β (highest mean MIG over seeds, ties broken by DCI disentanglement), from each β's lowest seed:
+    """The README figure set of one sweep: the seed's contrast, the lowest β against the β nearest
+    the seed's β=102 in β_norm (``_pick_betas``), from each β's lowest seed:
 
         <out>/training_beta{b}.gif, traversals_beta{b}.png, factor_response_beta{b}.png,
-        geometry_beta{b}.png, and <out>/scores_vs_beta.png
+        geometry_beta{b}.png, and the report's plots: <out>/scores_vs_beta.png,
+        factors_vs_beta.png, active_units_vs_beta.png, recon_vs_beta.png
 
     Runs the report first (evaluating what is missing). ``protocol=None`` reuses the protocol of
     the metrics already in the sweep (quick if there are none). Returns {file name: path}.
@@ -551,11 +547,13 @@ def figures(
             if path.exists():
                 rundir.write_bytes(out / name, path.read_bytes())
                 written[name] = out / name
-    rundir.write_bytes(out / "scores_vs_beta.png", (rep / "scores_vs_beta.png").read_bytes())
-    written["scores_vs_beta.png"] = out / "scores_vs_beta.png"
-    written["betas"] = {"reference": ref, "best": best, "protocol": protocol}
+    for name in PLOTS.values():
+        if (rep / name).exists():
+            rundir.write_bytes(out / name, (rep / name).read_bytes())
+            written[name] = out / name
+    written["betas"] = {"reference": ref, "contrast": best, "protocol": protocol}
     if progress:
-        print(f"[figures] β={ref:g} and best β={best:g} ({protocol}) → {out}: "
+        print(f"[figures] β={ref:g} against β={best:g} ({protocol}) → {out}: "
               + ", ".join(k for k in written if k != "betas"))  # fmt: skip
     return written
 

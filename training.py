@@ -145,9 +145,10 @@ PRESETS = {
     ),
     # The converged β study (results/study/README.md has the evidence for each setting): 32² is
     # what a 2-core CPU affords; objects large enough (scale 0.6-0.9) that shape and pose are
-    # worth their nats; 4 000 steps of 32 (the KL levels off by step 2 000: README evidence).
+    # worth their nats; 8 000 steps of 32: in 4 000-step runs a latent could still switch on after
+    # step 3 000 (β=4; results/study/README.md has the evidence).
     "study": TrainConfig(
-        image_size=32, channels=32, batch_size=32, steps=4000, lr=5e-4, scale_range=(0.6, 0.9),
+        image_size=32, channels=32, batch_size=32, steps=8000, lr=5e-4, scale_range=(0.6, 0.9),
         pos_range=(-0.1, 0.1), log_every=50, checkpoint_every=500, frame_every=250,
         preset="study", precision="float32",
     ),
@@ -512,7 +513,11 @@ def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publ
     index = _sweep_index(base, betas, seeds, out)
     published = Path(publish) if publish is not None else None
     for entry in index["runs"]:
-        if published is not None and not fresh and _is_published(published / entry["name"]):
+        if (
+            published is not None
+            and not fresh
+            and _is_published(published / entry["name"], base.steps)
+        ):
             entry["status"] = "done"
             continue
         if entry["status"] == "done" and not fresh:
@@ -544,8 +549,18 @@ def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publ
 PUBLISHED_FILES = ("config.json", "summary.json", "history.csv", "training.gif", "model.keras")
 
 
-def _is_published(dest: Path) -> bool:
-    return all((dest / name).exists() for name in PUBLISHED_FILES)
+def _finished_at(run_dir: Path) -> int:
+    """The step a run's summary.json says it finished at; 0 when unfinished or unreadable."""
+    try:
+        return int(rundir.read_json(run_dir / "summary.json", "run summary").get("step") or 0)
+    except (rundir.RunDirError, OSError, ValueError, AttributeError):
+        return 0
+
+
+def _is_published(dest: Path, steps: int) -> bool:
+    """``dest`` holds every published file of a run finished at ``steps`` or later (a run
+    published at fewer steps is extended: ``--steps`` may grow, as in ``train``)."""
+    return all((dest / n).exists() for n in PUBLISHED_FILES) and _finished_at(dest) >= steps
 
 
 def publish_run(run_dir, dest) -> Path:
@@ -576,7 +591,7 @@ def _sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
     for seed in seeds:
         for beta in betas:
             name = run_name(beta, seed)
-            done = (out / name / "summary.json").exists()
+            done = _finished_at(out / name) >= base.steps
             entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
             entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
             entry["status"] = "done" if done else "pending"

@@ -42,6 +42,22 @@ def shapes_npz(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def default_npz() -> str:
+    """The DEFAULT render at its default path, data/shapes.npz (~25 s with 2 workers; reused when
+    the file already holds it, as `make demo` and `make study` leave it): the data of the
+    committed study in results/."""
+    out = ROOT / "data" / "shapes.npz"
+    cmd = [sys.executable, str(ROOT / "blender" / "render_shapes.py"), "--out", str(out),
+           "--workers", "2", "--no_progress"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    if r.returncode != 0 or not out.exists():
+        pytest.fail(
+            f"rendering the default dataset failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(shapes_npz):
     """ShapesDataset over `shapes_npz` at 32x32 with the default ranges and grid."""
     import dataset
