@@ -46,6 +46,7 @@ stress: setup
 
 ## figures: README figures in img/ from the committed study (or SWEEP=runs/NAME)
 figures: setup
+	$(PY) blender/render_shapes.py --out $(DATA)
 	$(PY) latentSpace.py figures $(SWEEP) --out img
 
 lint: setup
