@@ -45,6 +45,23 @@ import rundir
 RENDER_FIX = "run `.venv/bin/python blender/render_shapes.py --out {path}` (or `make demo`)"
 
 
+def render_fix(path: str) -> str:
+    """The fix to print for an unusable dataset file `path`. RENDER_FIX re-renders `path` in
+    place, which is right when it is absent or a render of blender/render_shapes.py (the renderer
+    overwrites only those). Any other file (a README passed by mistake, someone's npz) must not
+    be rendered over: the fix then renders a new file and points --data_path at it."""
+    from blender.render_shapes import fresh_render_path, overwrite_refusal  # numpy only
+
+    if overwrite_refusal(path) is None:
+        return RENDER_FIX.format(path=path)
+    new = fresh_render_path(path)
+    return (
+        f"{path} is not a render of blender/render_shapes.py, so do not render over it: run "
+        f"`.venv/bin/python blender/render_shapes.py --out {new}`, then pass `--data_path {new}` "
+        f"(`--data {new}` for dataset.py)"
+    )
+
+
 class DatasetError(ValueError):
     """A dataset file that exists but cannot be used (truncated, corrupt, wrong arrays)."""
 
@@ -52,9 +69,8 @@ class DatasetError(ValueError):
 def load_renders(path: str) -> dict:
     """Load and check a render npz. Returns dict(images uint8 (N, R, R, 1) in row-major factor
     order, names [str], sizes [int], values {name: array}, meta dict)."""
-    fix = RENDER_FIX.format(path=path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"dataset file {path!r} does not exist: {fix}")
+        raise FileNotFoundError(f"dataset file {path!r} does not exist: {render_fix(path)}")
     try:
         rundir.check_zip_crc(path)  # every member, not only those np.load reads to the end
         with np.load(path, allow_pickle=False) as z:
@@ -64,15 +80,16 @@ def load_renders(path: str) -> dict:
             meta = json.loads(str(z["meta"]))
     except Exception as e:  # zipfile, zlib, npy header, JSON, CRC: all mean "corrupt"
         raise DatasetError(
-            f"dataset file {path!r} is truncated or corrupt ({type(e).__name__}: {e}); {fix}"
+            f"dataset file {path!r} is truncated or corrupt ({type(e).__name__}: {e}); "
+            + render_fix(path)
         ) from e
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 1:
         raise DatasetError(
             f"{path!r}: images have shape {images.shape} and dtype {images.dtype}, expected "
-            f"uint8 (N, R, R, 1); {fix}"
+            f"uint8 (N, R, R, 1); {render_fix(path)}"
         )
     if images.shape[1] != images.shape[2]:
-        raise DatasetError(f"{path!r}: images are not square ({images.shape}); {fix}")
+        raise DatasetError(f"{path!r}: images are not square ({images.shape}); {render_fix(path)}")
     sizes = [len(values[n]) for n in names]
     n = int(np.prod(sizes))
     ok = factors.ndim == 2 and factors.shape == (len(images), len(names))
@@ -81,11 +98,11 @@ def load_renders(path: str) -> dict:
     if not ok:
         raise DatasetError(
             f"{path!r}: factors {factors.shape} do not index a full grid {sizes} of "
-            f"{len(images)} images; {fix}"
+            f"{len(images)} images; {render_fix(path)}"
         )
     flat = np.ravel_multi_index(factors.T, sizes)  # (N,)
     if len(np.unique(flat)) != n:
-        raise DatasetError(f"{path!r}: some factor combinations are repeated; {fix}")
+        raise DatasetError(f"{path!r}: some factor combinations are repeated; {render_fix(path)}")
     ordered = np.empty_like(images)
     ordered[flat] = images  # row-major over the rendered factors, first factor slowest
     return dict(images=ordered, names=names, sizes=sizes, values=values, meta=meta)

@@ -428,6 +428,50 @@ def _check_cached(cfg: RenderConfig, out: str) -> str | None:
     return None
 
 
+class NotADatasetError(ValueError):
+    """`--out` names an existing file that this script did not write: it is not overwritten."""
+
+
+def dataset_meta(path: str) -> dict | None:
+    """The meta JSON of a render npz written by this script (it holds a ``config_hash``), read
+    from the zip directory and the meta member alone, so a render whose image arrays are damaged
+    is still recognised. None for anything else: not a zip (a README, a truncated file), an npz
+    without a render ``meta`` (an export of dataset.py, someone's arrays)."""
+    import zipfile  # noqa: PLC0415
+
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("meta.npy") as f:
+            meta = json.loads(str(np.lib.format.read_array(f, allow_pickle=False)))
+    except Exception:  # noqa: BLE001  every failure means "not recognisably ours"
+        return None
+    return meta if isinstance(meta, dict) and "config_hash" in meta else None
+
+
+def overwrite_refusal(out: str) -> str | None:
+    """Why rendering to `out` without --force would be refused; None when `out` is absent or a
+    render written by this script (which is re-rendered or reused, never lost unasked)."""
+    if not os.path.lexists(out):
+        return None
+    if os.path.isdir(out):
+        return f"--out {out} is a directory; name the npz file to write, e.g. --out data/shapes.npz"
+    if dataset_meta(out) is not None:
+        return None
+    return (
+        f"--out {out} exists and is not a dataset written by render_shapes.py (not an npz with a "
+        f"render 'meta'), so it is left as it is. Render to another file, e.g. --out "
+        f"{fresh_render_path(out)}, or pass --force to overwrite {out}."
+    )
+
+
+def fresh_render_path(taken: str) -> str:
+    """A path for a new render that does not exist yet: data/shapes.npz, else data/shapes_2.npz…"""
+    for i in range(1, 1000):
+        name = os.path.join("data", "shapes.npz" if i == 1 else f"shapes_{i}.npz")
+        if not os.path.lexists(name) and name != taken:
+            return name
+    return os.path.join("data", f"shapes_{uuid.uuid4().hex[:8]}.npz")
+
+
 def _save_atomic(out: str, arrays: dict) -> None:
     """np.savez to a temporary file (named with our pid) in out's directory, fsync, rename; the
     temporary files of killed renders (dead pids) are removed first (rundir.atomic_path)."""
@@ -464,8 +508,15 @@ def render_dataset(
     cfg: RenderConfig, out: str = "data/shapes.npz", progress: bool = True, force: bool = False
 ) -> str:
     """Render `cfg` to the npz `out` (see the module docstring), or reuse `out` when it already
-    holds a render with the same config hash. Returns `out`."""
+    holds a render with the same config hash. Returns `out`.
+
+    An existing `out` that is not a render written here (``dataset_meta``: an npz whose meta has
+    a config_hash) is never overwritten without ``force``: NotADatasetError, the file untouched.
+    A render of ours whose arrays are damaged is re-rendered."""
     cfg.validate()
+    refusal = overwrite_refusal(out)
+    if refusal is not None and (not force or os.path.isdir(out)):
+        raise NotADatasetError(refusal)
     if bpy_version() is None:
         import_bpy()  # raises the install hint
     if os.path.exists(out) and not force:
@@ -544,7 +595,11 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--samples", type=int, default=d.samples)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--force", action="store_true", help="re-render even if the cache matches")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="re-render even if the cache matches; overwrite an --out that is not a render",
+    )
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
     cfg = RenderConfig(

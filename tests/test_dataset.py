@@ -258,3 +258,48 @@ def test_sheet_cli_writes_a_png(shapes_npz, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # a bad dataset path: a message, exit 2
         dataset.main(["sheet", "--data", str(tmp_path / "none.npz"), "--out", str(out)])
     assert e.value.code == 2 and "render_shapes.py" in capsys.readouterr().err
+
+
+def _proposed_out(message):
+    """The --out of the render command an error message proposes."""
+    import re
+
+    return re.search(r"render_shapes\.py --out (\S+?)`", message).group(1)
+
+
+def test_hint_never_renders_over_a_file_that_is_not_a_dataset(shapes_npz, tmp_path, monkeypatch):
+    """A render of ours (or a missing path) is re-rendered in place; any other file is not: the
+    hint proposes a new file and --data_path, because `render_shapes.py --out FILE` would
+    refuse (and --force would destroy it)."""
+    from blender import render_shapes
+
+    monkeypatch.chdir(tmp_path)  # the hint's new file is data/shapes.npz under the cwd
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n")
+    render = open(shapes_npz, "rb").read()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(render[: len(render) // 2])
+    for path in (notes, cut):
+        before = path.read_bytes()
+        with pytest.raises(DatasetError) as e:
+            ShapesDataset(str(path))
+        msg = str(e.value)
+        assert str(path) in msg and "render_shapes.py" in msg
+        new = _proposed_out(msg)
+        assert new == "data/shapes.npz" and f"--data_path {new}" in msg, msg
+        assert render_shapes.overwrite_refusal(new) is None  # the proposed command would run
+        assert path.read_bytes() == before
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "shapes.npz").write_text("also not a dataset")
+    assert _proposed_out(dataset.render_fix(str(notes))) == "data/shapes_2.npz"
+    # a missing path, and a render of ours with wrong arrays: re-render that very path
+    assert _proposed_out(dataset.render_fix(str(tmp_path / "nope.npz"))) == str(
+        tmp_path / "nope.npz"
+    )
+    with np.load(shapes_npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    ours = str(tmp_path / "short.npz")
+    np.savez(ours, **dict(arrays, images=arrays["images"][:10]))
+    with pytest.raises(DatasetError) as e:
+        ShapesDataset(ours)
+    assert _proposed_out(str(e.value)) == ours

@@ -118,11 +118,53 @@ def test_cache_reuse_and_invalidation(tmp_path, monkeypatch, capsys):
     assert calls == [4, 2]  # another config hash: re-rendered
     rs.render_dataset(rs.RenderConfig(**dict(TINY, samples=2)), out, progress=False, force=True)
     assert calls == [4, 2, 2]
-    with open(out, "wb") as f:  # a corrupt cache file is re-rendered, not trusted
-        f.write(b"PK\x03\x04 not really a zip")
+    data = bytearray(open(out, "rb").read())  # a render of ours with damaged pixels:
+    data[data.find(b"images.npy") + 2000] ^= 0xFF  # re-rendered, not trusted
+    open(out, "wb").write(bytes(data))
+    assert rs.dataset_meta(out) is not None  # still recognised as ours (its meta is intact)
     rs.render_dataset(rs.RenderConfig(**TINY), out, progress=False)
     assert calls == [4, 2, 2, 4]
     assert _load(out)["images"].shape == (4, 32, 32, 1)
+
+
+def _not_datasets(tmp_path, shapes_npz):
+    """Existing files that render_shapes.py did not write (or cannot recognise): name -> path."""
+    files = {"README.md": b"# my notes\n", "empty.npz": b"", "fake.npz": b"PK\x03\x04 not a zip"}
+    render = open(shapes_npz, "rb").read()
+    files["truncated.npz"] = render[: len(render) // 2]  # no zip directory left: not recognisable
+    paths = {}
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+        paths[name] = tmp_path / name
+    np.savez(tmp_path / "arrays.npz", images=np.zeros((2, 8, 8, 1), np.uint8))
+    np.savez(tmp_path / "export.npz", meta=np.array(json.dumps({"render_config_hash": "ab"})))
+    paths.update(arrays=tmp_path / "arrays.npz", export=tmp_path / "export.npz")
+    return paths
+
+
+def test_refuses_to_overwrite_a_file_that_is_not_a_dataset(shapes_npz, tmp_path, capsys):
+    for name, path in _not_datasets(tmp_path, shapes_npz).items():
+        before = path.read_bytes()
+        with pytest.raises(SystemExit) as e:
+            rs.main(
+                ["--out", str(path), "--shapes", "cube", "--num_azimuths", "1", "--no_progress"]
+            )
+        err = capsys.readouterr().err
+        assert e.value.code == 2, name
+        assert str(path) in err and "--force" in err and "not a dataset" in err, (name, err)
+        assert path.read_bytes() == before, name
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(rs.NotADatasetError, match="directory"):
+        rs.render_dataset(rs.RenderConfig(**TINY), str(tmp_path / "dir.npz"), force=True)
+
+
+def test_force_overwrites_a_file_that_is_not_a_dataset(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a dataset")
+    tiny = ["--shapes", "cube", "--num_azimuths", "1", "--tilts", "35", "--resolution", "32"]
+    assert rs.main(["--out", str(path), *tiny, "--samples", "2", "--no_progress", "--force"])
+    assert rs.dataset_meta(str(path)) is not None and _load(path)["images"].shape == (1, 32, 32, 1)
 
 
 def test_failed_render_leaves_no_file(tmp_path, monkeypatch):

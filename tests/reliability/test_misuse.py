@@ -179,6 +179,37 @@ def test_a_typo_in_data_path_does_not_poison_or_wipe_the_run(run, shapes_npz, tm
         record("typo'd --data_path (new run, and with --fresh)", ok)
 
 
+def test_data_path_readme_gets_a_hint_that_destroys_nothing(tmp_path, record):
+    """A new user passes the README as --data_path. The error must not propose rendering over
+    README.md (the old hint did), and the renderer refuses to, unless --force."""
+    import re
+    import subprocess
+
+    from reliability_helpers import CLI_ENV, PY, ROOT
+
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    before = (tmp_path / "README.md").read_bytes()
+
+    def run(*args):
+        return subprocess.run([PY, *map(str, args)], cwd=tmp_path, env=CLI_ENV,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    ok = False
+    try:
+        res = run(ROOT / "training.py", "train", "--preset", "test", "--data_path", "README.md",
+                  "--out", "runs/first")  # fmt: skip
+        err = assert_clean_error(res, "README.md", "render_shapes.py")
+        proposed = re.findall(r"render_shapes\.py --out (\S+?)`", err)
+        assert proposed == ["data/shapes.npz"] and "--data_path data/shapes.npz" in err, err
+        res = run(ROOT / "blender" / "render_shapes.py", "--out", "README.md")  # the old hint
+        assert_clean_error(res, "README.md", "--force", "not a dataset")
+        assert (tmp_path / "README.md").read_bytes() == before
+        assert not (tmp_path / "data").exists()
+        ok = True
+    finally:
+        record("--data_path README.md: hint and renderer leave it intact", ok)
+
+
 def test_two_trainings_into_one_run_directory(shapes_npz, tmp_path, capsys, record):
     """Two real processes: the second exits 2 with the lock error naming the first's pid (also
     with --fresh, which must delete nothing); the first finishes normally. The first is paused
