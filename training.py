@@ -188,6 +188,25 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def machine() -> str:
+    """The machine in words, for every published figure: CPU model, core count and the vector
+    units that decide speed here (AMX / AVX-512 / AVX2-only), e.g.
+    "Intel(R) Xeon(R) Processor, 2 cores, AMX-BF16 + AVX-512"."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    flags = cpu_flags()
+    units = ("AMX-BF16 + AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags
+             else "AVX2-only" if "avx2" in flags else "no AVX2")  # fmt: skip
+    return f"{model}, {os.cpu_count()} cores, {units}"
+
+
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
     """(major, minor) CUDA compute capability of each GPU TensorFlow sees; [] on a CPU build."""
     import tensorflow as tf
@@ -376,6 +395,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "devices": replicas,
             # the data this run saw (render hash included): latentSpace.check_sampler compares it
             "data_config": data.config(),
+            "machine": machine(),
             "tf": tf.__version__,
             "keras": keras.__version__,
         }
