@@ -5,7 +5,7 @@ Zoom and translation are NOT rendered; dataset.py applies them on the fly (like 
 position/scale factors of dSprites, Matthey et al. 2017; and the spatial-broadcast setting of
 Watters et al. 2019).
 
-    python blender/render_shapes.py --out data/shapes.npz            # ~20 s on 2 cores
+    python blender/render_shapes.py --out data/shapes.npz            # ~40 s on 2 cores
     blender -b -P blender/render_shapes.py -- --out data/shapes.npz  # same, inside Blender
 
 Scene (all lengths in Blender units):
@@ -17,12 +17,25 @@ Scene (all lengths in Blender units):
 - orientation R = Rz(azimuth) . Rx(tilt): the object is first tilted about the world x axis
   (top toward the camera), then turned about the world vertical. Because the tilt comes first,
   the axis of the cylinder, cone and torus leans in a direction that turns with the azimuth, so
-  their images change with azimuth. The sphere is invariant to both (by construction), and the
-  cube looks the same every 90 degrees of azimuth only for tilt 0 (not in the default grid);
+  their images change with azimuth. The cube looks the same every 90 degrees of azimuth only for
+  tilt 0 (not in the default grid);
+- the sphere is a "cut sphere": a UV sphere with the cap beyond the plane
+  p . SPHERE_CUT_AXIS = SPHERE_CUT_DEPTH removed and the hole closed by a flat disc (before the
+  rescaling above). A whole sphere would look the same in every pose; the cut axis is generic
+  (no rotation of the pose grid maps it onto itself), so every (azimuth, tilt) turns the flat
+  face to a different direction, visible in its shading and silhouette;
+- azimuth is circular: num_azimuths values linspace over [0, 360), so with 16 of them 0 and
+  337.5 degrees are neighbours, 22.5 degrees apart like any other pair of neighbours (metrics
+  and models that treat azimuth as an ordered index see them at the two ends of the range).
+  Tilt is not circular. tests/test_render.py checks that every pair of values of every factor,
+  for every shape, gives clearly different images (well above the render noise);
 - a sun from the upper left front plus a dim uniform world light, so every surface is grey
   (never 0) and faces differ in shade; a black, transparent film: background pixels are exactly 0.
 
-Output npz (written to a temporary file in the same directory, then os.replace):
+Output npz (written to a temporary file in the same directory, then os.replace). An existing
+--out is reused when it holds this config's render and re-rendered when it holds another render
+of this script; any other file (not an npz whose meta has a config_hash) is left untouched and the
+command fails (exit 2) unless --force is given:
     images        uint8 (N, R, R, 1)       R = resolution, row 0 = top of the image
     factors       int64 (N, 3)             indices into the values below, row-major over
                                            (shape, azimuth, tilt), shape slowest
