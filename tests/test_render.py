@@ -242,10 +242,7 @@ def _render_cli(out, *args):
     if r.returncode != 0:
         pytest.fail(f"render failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     z = _load(out)
-    sizes = [len(z["values_shape"]), len(z["values_azimuth"]), len(z["values_tilt"])]
-    grid = np.empty((*sizes, *z["images"].shape[1:3]), np.float64)  # (shape, az, tilt, H, W)
-    grid[tuple(z["factors"].T)] = z["images"][..., 0] / 255.0
-    return grid, z
+    return _grid(z), z
 
 
 def _blur(images):
@@ -256,14 +253,23 @@ def _blur(images):
     return gaussian_filter(images, sigma=[0] * (images.ndim - 2) + [sigma, sigma])
 
 
+def _grid(z):
+    sizes = [len(z["values_shape"]), len(z["values_azimuth"]), len(z["values_tilt"])]
+    grid = np.empty((*sizes, *z["images"].shape[1:3]), np.float64)  # (shape, az, tilt, H, W)
+    grid[tuple(z["factors"].T)] = z["images"][..., 0] / 255.0
+    return grid
+
+
 @pytest.fixture(scope="module")
-def default_render(tmp_path_factory):
-    """The DEFAULT RenderConfig (6 shapes × 16 azimuths × 3 tilts), rendered once, blurred; and
-    the render-noise floor: the same views (azimuths 0°, 180°, tilt 35°) with another --seed."""
-    d = tmp_path_factory.mktemp("default_render")
-    grid, z = _render_cli(d / "shapes.npz")
-    cfg = rs.RenderConfig()
+def default_render(default_npz, tmp_path_factory):
+    """The DEFAULT RenderConfig (6 shapes × 16 azimuths × 3 tilts; the session's `default_npz`,
+    rendered once by the CLI), blurred; and the render-noise floor: the same views (azimuths 0°
+    and 180°, tilt 35°) rendered with another --seed."""
+    z = _load(default_npz)
+    assert json.loads(str(z["meta"]))["config_hash"] == rs.RenderConfig().config_hash()
+    grid, cfg = _grid(z), rs.RenderConfig()
     assert grid.shape == (len(cfg.shapes), cfg.num_azimuths, len(cfg.tilts), 128, 128)
+    d = tmp_path_factory.mktemp("reseeded")
     again, _ = _render_cli(d / "reseeded.npz", "--seed", "1", "--num_azimuths", "2", "--tilts", 35)
     same = grid[:, :: cfg.num_azimuths // 2, list(cfg.tilts).index(35.0)]  # (6, 2, H, W)
     floor = float(np.abs(_blur(same) - _blur(again[:, :, 0])).max())
