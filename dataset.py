@@ -80,8 +80,8 @@ def load_renders(path: str) -> dict:
             meta = json.loads(str(z["meta"]))
     except Exception as e:  # zipfile, zlib, npy header, JSON, CRC: all mean "corrupt"
         raise DatasetError(
-            f"dataset file {path!r} is truncated or corrupt ({type(e).__name__}: {e}); "
-            + render_fix(path)
+            f"dataset file {path!r} is truncated or corrupt, or not a dataset at all "
+            f"({type(e).__name__}: {e}); " + render_fix(path)
         ) from e
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 1:
         raise DatasetError(
