@@ -59,10 +59,11 @@ def default_npz() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(shapes_npz):
-    """ShapesDataset over `shapes_npz` at 32x32 with the default ranges and grid."""
+    """ShapesDataset over `shapes_npz` at 32x32 with the default ranges and the 128² grid
+    (8 scales, 16 positions, given explicitly: the tests index it)."""
     import dataset
 
-    return dataset.ShapesDataset(shapes_npz, image_size=32)
+    return dataset.ShapesDataset(shapes_npz, image_size=32, num_scales=8, num_positions=16)
 
 
 class NaNAfter:

@@ -15,7 +15,7 @@ SPHERE, CUBE = 1, 0  # shape indices in the fixture
 
 @pytest.fixture(scope="module")
 def ds64(shapes_npz):
-    return ShapesDataset(shapes_npz, image_size=64)
+    return ShapesDataset(shapes_npz, image_size=64, num_scales=8, num_positions=16)
 
 
 def _centroid(img):  # img (H, W) -> (row, col), intensity-weighted
@@ -37,7 +37,7 @@ def _factors(ds, shape=SPHERE, az=0, tilt=0, scale=4, px=7, py=7):
 def test_factor_grid_names_and_ordering(tiny_dataset):
     ds = tiny_dataset
     assert ds.factor_names == ["shape", "azimuth", "tilt", "scale", "pos_x", "pos_y"]
-    assert ds.factor_sizes == [6, 4, 2, 8, 16, 16] and ds.num_factors == 6
+    assert ds.factor_sizes == [6, 4, 2, 8, 16, 16] and ds.num_factors == 6  # explicit grid
     np.testing.assert_allclose(ds.values["scale"], np.linspace(0.35, 0.7, 8), rtol=1e-6)
     np.testing.assert_allclose(ds.values["pos_x"], np.linspace(-0.2, 0.2, 16), rtol=1e-6)
     grid = np.array([[0, 0, 0, i, i, i] for i in range(8)])
@@ -74,11 +74,15 @@ def test_zoom_scales_area_by_scale_squared_about_the_centre(shapes_npz):
         expected = (ds.values["scale"] / ds.values["scale"][-1]) ** 2
         np.testing.assert_allclose(area / area[-1], expected, rtol=0.1, err_msg=str(shape))
     sphere = ds.images_from_factors(np.array([[SPHERE, 0, 0, i, 1, 1] for i in range(8)]))
-    for img in sphere[..., 0]:  # zoom about the image centre: the sphere stays centred
-        r, c = _centroid((img > 0.05).astype(float))  # the shading is not symmetric
-        assert abs(r - 63.5) < 0.5 and abs(c - 63.5) < 0.5
-    radii = [np.sqrt((x > 0.5).sum() / np.pi) for x in sphere[..., 0]]
-    np.testing.assert_allclose(radii, 0.4 * 128 * ds.values["scale"], rtol=0.05)
+    # zoom about the image centre c: a point at c + d moves to c + scale·d, so the silhouette's
+    # centroid offset (the cut sphere is not symmetric) is proportional to the scale
+    offsets = np.array([_centroid((x > 0.05).astype(float)) for x in sphere[..., 0]]) - 63.5
+    per_scale = offsets / ds.values["scale"][:, None]  # (8, 2) px per unit scale
+    np.testing.assert_allclose(per_scale, np.repeat(per_scale[-1:], 8, 0), atol=1.0)
+    # and its bounding disc (the unit sphere, radius 0.4 W at scale 1) scales with it
+    yy, xx = np.mgrid[:128, :128]
+    far = [np.hypot(yy - 63.5, xx - 63.5)[x > 0.5].max() for x in sphere[..., 0]]
+    np.testing.assert_allclose(far, 0.4 * 128 * ds.values["scale"], rtol=0.05)
 
 
 def test_downsampling_keeps_the_mass(shapes_npz, ds64, tiny_dataset):
@@ -99,7 +103,7 @@ def test_images_are_deterministic_in_range_with_black_background(tiny_dataset):
 
 @pytest.mark.parametrize("size", [32, 128])
 def test_objects_stay_inside_the_frame_at_the_extremes(shapes_npz, size):
-    ds = ShapesDataset(shapes_npz, image_size=size)
+    ds = ShapesDataset(shapes_npz, image_size=size, num_scales=8, num_positions=16)
     x = ds.images_from_factors(_extremes(ds))[..., 0].reshape(-1, 5, size, size)
     mass = x.sum(axis=(2, 3))  # (V, 5): no mass is cut off at the corners
     np.testing.assert_allclose(mass[:, :4], np.repeat(mass[:, 4:], 4, 1), rtol=0.02)
