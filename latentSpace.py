@@ -349,6 +349,11 @@ def _report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=N
               f"{len(res['failed'])} failed → {out}/index.md")  # fmt: skip
         for r in res["unfinished"]:
             print(f"[report] unfinished (skipped): {r['name']} ({r['status']})")
+        for row in res["rows"]:  # the convergence check, printed as well as in index.md
+            c = row.get("convergence") or {}
+            if not c.get("converged"):
+                print(f"[report] still moving over the last 20% of steps: {row['run']['name']}: "
+                      f"{c.get('note', '')}")  # fmt: skip
     return out, res, records
 
 
@@ -412,10 +417,21 @@ def _convergence_md(rows) -> list[str]:
             "run": row["run"]["name"], "steps": str(c.get("steps", "-")),
             "loss change": f"{100 * c['loss_change']:+.2f}%" if "loss_change" in c else "-",
             "largest KL change": f"z{top} {kc[top]:+.3f}" if top is not None else "-",
+            "KL change per latent (z0 …)": " ".join(f"{v:+.2f}" for v in kc) or "-",
             "status": "settled" if c.get("converged") else f"**moving**: {c.get('note', '')}",
         })  # fmt: skip
     return lines + [
-        _md_table(["run", "steps", "loss change", "largest KL change", "status"], table)
+        _md_table(
+            [
+                "run",
+                "steps",
+                "loss change",
+                "largest KL change",
+                "KL change per latent (z0 …)",
+                "status",
+            ],
+            table,
+        )  # fmt: skip
     ]
 
 
