@@ -583,8 +583,19 @@ def _is_published(dest: Path, steps: int) -> bool:
     return all((dest / n).exists() for n in PUBLISHED_FILES) and _finished_at(dest) >= steps
 
 
+def save_without_optimizer(src, dst) -> None:
+    """Re-save ``src`` (a model.keras) as ``dst`` with its weights only: the Adam moments are two
+    thirds of the file and only resuming needs them (the checkpoints keep them)."""
+    import keras
+
+    import variationAutoEncoder  # noqa: F401  registers BetaVAE & co. for load_model
+
+    keras.models.load_model(src, compile=False).save(dst)
+
+
 def publish_run(run_dir, dest) -> Path:
-    """Copy a finished run's ``PUBLISHED_FILES`` into ``dest`` (a folder named as the run).
+    """Copy a finished run's ``PUBLISHED_FILES`` into ``dest`` (a folder named as the run), the
+    model without its optimizer state (``save_without_optimizer``).
 
     Written to a temporary sibling folder, then renamed: a killed copy leaves no half run."""
     run_dir, dest = Path(run_dir), Path(dest)
@@ -596,7 +607,10 @@ def publish_run(run_dir, dest) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name in PUBLISHED_FILES:
-        shutil.copy2(run_dir / name, tmp / name)
+        if name == "model.keras":
+            save_without_optimizer(run_dir / name, tmp / name)
+        else:
+            shutil.copy2(run_dir / name, tmp / name)
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

@@ -19,6 +19,15 @@ def test_publish_skips_published_runs_and_extends_shorter_ones(shapes_npz, tmp_p
         assert sorted(p.name for p in run.iterdir()) == sorted(training.PUBLISHED_FILES)
     assert json.loads((pub / "sweep.json").read_text())["runs"][0]["status"] == "done"
     assert not [p for p in pub.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    # the published model is the trained one without Adam's moments: smaller, same encoder
+    import keras
+    import numpy as np
+
+    src, dst = tmp_path / "a" / "beta1_seed0" / "model.keras", pub / "beta1_seed0" / "model.keras"
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    x = np.random.RandomState(0).rand(4, 32, 32, 1).astype("float32")
+    a, b = (keras.models.load_model(p, compile=False) for p in (src, dst))
+    np.testing.assert_array_equal(np.asarray(a.encoder(x)[0]), np.asarray(b.encoder(x)[0]))
 
     # another machine, another scratch folder: what is published is not trained again
     again = training.sweep(cfg, [1.0, 4.0], [0, 1], tmp_path / "b", progress=False, publish=pub)
