@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import rundir
+from sbd_vae import rundir
 
 EXPORT_FIX = "re-create it with `.venv/bin/python dataset.py export --n N --out {path}`"
 KEYS = ("images", "factors", "factor_names", "meta")

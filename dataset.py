@@ -40,7 +40,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-import rundir
+from sbd_vae import plotting, rundir
 
 RENDER_FIX = "run `.venv/bin/python blender/render_shapes.py --out {path}` (or `make demo`)"
 
@@ -398,17 +398,14 @@ def _pyramid(base: np.ndarray, size: int, min_scale: float):
 
 
 def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
-    """A contact sheet of n on-the-fly samples (continuous scale/position), with labels."""
-    import matplotlib  # noqa: PLC0415 (only the CLI needs it)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    """A contact sheet of n on-the-fly samples (continuous scale/position), with labels; a PNG
+    written atomically with matplotlib's object API (sbd_vae/plotting.py: no pyplot)."""
     images, factors = next(iter(ds.tf_dataset(n, seed)))
     images, factors = images.numpy()[..., 0], factors.numpy()  # (n, S, S), (n, K)
     cols = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.9), squeeze=False)
+    fig = plotting.figure(1.3 * cols, 1.3 * rows + 0.9)
+    axes = fig.subplots(rows, cols, squeeze=False)
     names = [str(v) for v in ds.values["shape"]] if "shape" in ds.values else None
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -429,9 +426,7 @@ def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
         wrap=True,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    with rundir.atomic_path(out, suffix=os.path.splitext(out)[1] or None) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    plotting.save(fig, out, dpi=110)
     return out
 
 

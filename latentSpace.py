@@ -10,13 +10,17 @@ score-vs-β report of a sweep.
 writes ``<sweep>/report/`` (scores.csv, score-vs-β plots, index.md); ``figures`` copies the README
 figure set (the lowest β against the β nearest the seed's β=102) into ``img/``.
 
-Metrics (re-exported from metrics.py, one function per paper): BetaVAE (Higgins et al. 2017),
-FactorVAE (Kim & Mnih 2018), MIG (Chen et al. 2018), DCI (Eastwood & Williams 2018), SAP (Kumar
-et al. 2018), Modularity and Explicitness (Ridgeway & Mozer 2018), with the sample counts of
-disentanglement_lib's unsupervised study (Locatello et al. 2019) for ``protocol="study"``.
-``protocol="quick"`` shrinks the counts for CPU; its numbers are labelled "quick" wherever they are
-shown and are not comparable to published ones. Scoring one run lives in evaluation.py, the
-figures in figures.py, the batched encoder in encoding.py; all are re-exported here.
+Metrics, one function per paper: BetaVAE (Higgins et al. 2017), FactorVAE (Kim & Mnih 2018), MIG
+(Chen et al. 2018), DCI (Eastwood & Williams 2018), SAP (Kumar et al. 2018), Modularity and
+Explicitness (Ridgeway & Mozer 2018), with the sample counts of disentanglement_lib's
+unsupervised study (Locatello et al. 2019) for ``protocol="study"``. ``protocol="quick"`` shrinks
+the counts for CPU; its numbers are labelled "quick" wherever they are shown and are not
+comparable to published ones.
+
+This module loads runs (``load_run``: the run's ``BetaVAE`` and a ``ShapesDataset`` of its data)
+and re-exports, in ``__all__``, what users call from sbd_vae/: the metrics (sbd_vae/metrics/),
+the batched encoder (sbd_vae/encoding.py) and the figures (sbd_vae/figures.py). Scoring a loaded
+run is sbd_vae/evaluation.py, a sweep's report sbd_vae/report.py.
 
 Nothing is computed, and TensorFlow is not imported, when this module is imported.
 """
@@ -24,56 +28,28 @@ Nothing is computed, and TensorFlow is not imported, when this module is importe
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-import rundir
-from convergence import run_convergence
-from encoding import (
-    ACTIVE_VAR,
-    EncodeFn,
-    active_units,
-    decode,
-    encode,
-    kl_per_latent,
-    make_encode_fn,
-    unit_activity,
-)
-from evaluation import (
-    EVAL_SAMPLES,
-    FIGURES,
-    HEADLINE,
-    METRICS_SCHEMA,
-    QUICK_NOTE,
-    check_sampler,
-    evaluate,
-    load_run,
-    metric_order,
-    read_metrics,
-    reconstruction_error,
-    write_run_figures,
-)
-from figures import (
-    factor_response,
-    latent_geometry,
-    pick_position_latents,
+import training
+from sbd_vae import evaluation, rundir
+from sbd_vae import report as sweep_report
+from sbd_vae.config import load_config, resume_command
+from sbd_vae.encoding import ACTIVE_VAR, active_units, decode, encode, kl_per_latent, unit_activity
+from sbd_vae.evaluation import read_metrics
+from sbd_vae.figures import (
     plot_factor_response,
     plot_kl_per_latent,
     plot_latent_geometry,
     plot_reconstructions,
     plot_traversals,
-    plot_vs_beta,
-    seed_std,
     traversal_gif,
-    traversal_images,
 )
-from metrics import (
-    PROTOCOLS,
+from sbd_vae.metrics import (
     beta_vae_score,
     compute_metrics,
     dci,
@@ -82,496 +58,170 @@ from metrics import (
     modularity_explicitness,
     sap,
 )
-from rundir import RunDirError
-from significance import ALPHA, MIN_SEEDS, compare_betas
+from sbd_vae.protocol import PROTOCOLS, check_protocol
+from sbd_vae.rundir import RunDirError
 
-# How tables and plots name a score; scores.csv keeps the keys. "SAP" is the discrete SAP of
-# disentanglement_lib's study (Kumar et al. 2018); the continuous variant is labelled as such.
-DISPLAY = {
-    "mig": "MIG", "dci_disentanglement": "DCI disentanglement", "dci_completeness": "DCI completeness",
-    "dci_informativeness_test": "DCI informativeness", "sap_discrete": "SAP",
-    "sap_continuous": "SAP (continuous)", "modularity": "Modularity",
-    "explicitness_test": "Explicitness", "beta_vae_eval_accuracy": "BetaVAE score",
-    "factor_vae_eval_accuracy": "FactorVAE score", "active_units": "active units",
-    "recon": "recon −log p(x|μ) (nats)", "recon_excess": "recon excess over entropy floor (nats)",
-    "recon_mse": "pixel MSE", "kl_total": "total KL (nats)",
-}  # fmt: skip
-# Per-run columns of scores.csv after the metrics: reconstruction, active units, KL.
-RUN_COLUMNS = ("recon", "recon_floor", "recon_excess", "recon_mse", "active_units", "kl_total")
+__all__ = [
+    # one run
+    "load_run", "check_sampler", "evaluate", "read_metrics",
+    # a sweep
+    "report", "figures",
+    # metrics
+    "PROTOCOLS", "compute_metrics", "mig", "dci", "sap", "modularity_explicitness",
+    "beta_vae_score", "factor_vae_score",
+    # encodings
+    "encode", "decode", "kl_per_latent", "unit_activity", "active_units", "ACTIVE_VAR",
+    # figures
+    "plot_traversals", "traversal_gif", "plot_reconstructions", "plot_factor_response",
+    "plot_latent_geometry", "plot_kl_per_latent",
+    # the CLI
+    "main",
+]  # fmt: skip
 
 
-def display(key: str) -> str:
-    """The table/plot name of a scores.csv column (``DISPLAY``, or the key itself)."""
-    if key.startswith("mig_"):
-        return f"MIG gap: {key[4:]}"
-    if key.startswith("informativeness_"):
-        return f"informativeness: {key[16:]}"
-    return DISPLAY.get(key, key)
+# ----------------------------------------------------------------------------- one run
+def load_run(run_dir, sampler=None):
+    """(model, cfg, sampler) of a finished run directory.
+
+    ``cfg`` is the run's TrainConfig (config.json), ``model`` the final ``BetaVAE`` (model.keras,
+    loaded without its optimiser) and ``sampler`` the ``dataset.ShapesDataset`` of the run's data
+    config, or the given ``sampler`` after checking that it matches (``check_sampler``).
+    Raises RunDirError naming the file for a missing run, an unfinished run (no model.keras) and
+    a corrupt model file.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    cfg = load_config(run_dir)
+    path = run_dir / "model.keras"
+    if not path.exists():
+        raise RunDirError(
+            f"{run_dir}: the run is unfinished (no model.keras); resume it with "
+            f"`{resume_command(cfg)} --out {run_dir}`"
+        )
+    import keras
+
+    import variationAutoEncoder  # noqa: F401  registers BetaVAE & co. for load_model
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # a truncated zip, a bad config, missing weights: all the same to us
+        raise RunDirError(
+            f"{path}: model file is corrupt or unreadable ({type(e).__name__}: {str(e)[:200]}); "
+            f"re-save it from the last checkpoint: delete it and {run_dir / 'summary.json'}, then run "
+            f"`{resume_command(cfg)} --out {run_dir}` (add --fresh to retrain from scratch)"
+        ) from None
+    if (model.image_size, model.latent_dim) != (cfg.image_size, cfg.latent_dim):
+        raise RunDirError(
+            f"{path}: model has image_size={model.image_size}, latent_dim={model.latent_dim} but "
+            f"{run_dir / 'config.json'} says {cfg.image_size}, {cfg.latent_dim}"
+        )
+    if sampler is None:
+        sampler = training.make_dataset(cfg)
+        check_sampler(sampler, cfg, run_dir, reference=sampler)
+    else:
+        check_sampler(sampler, cfg, run_dir)
+    return model, cfg, sampler
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
+    """Raises ValueError unless ``sampler`` produces the data the run was trained on.
+
+    Compared: the images' size; image_size, scale_range and pos_range against the run's
+    config.json; and, where the run's data file can be opened, the factor names, factor sizes,
+    evaluation grid and render-config hash against ``reference`` (default
+    ``training.make_dataset(cfg)``). A data config recorded in summary.json (``data_config``)
+    takes precedence over both.
+    """
+    where = f"{run_dir}/config.json" if run_dir else "the run's config"
+    fix = "build the sampler with training.make_dataset(training.load_config(RUN))"
+    got = sampler.config() if hasattr(sampler, "config") else {}
+    got = dict(got, factor_names=list(sampler.factor_names),
+               factor_sizes=[int(v) for v in sampler.factor_sizes])  # fmt: skip
+    want = {"image_size": cfg.image_size, "scale_range": list(cfg.scale_range),
+            "pos_range": list(cfg.pos_range)}  # fmt: skip
+    recorded = None
+    if run_dir is not None and (Path(run_dir) / "summary.json").exists():
+        summary = rundir.read_json(Path(run_dir) / "summary.json", "run summary")
+        recorded = summary.get("data_config")
+    if recorded is None and reference is not None and hasattr(reference, "config"):
+        recorded = reference.config()
+    elif recorded is None and Path(cfg.data_path).exists():
+        recorded = training.make_dataset(cfg).config()
+    if recorded:
+        for key in ("num_scales", "num_positions", "factor_names", "factor_sizes",
+                    "render_config_hash"):  # fmt: skip
+            if key in recorded:
+                want[key] = recorded[key]
+    diff = [f"{k}: sampler {got.get(k)!r}, run {v!r}" for k, v in want.items()
+            if k in got and not _same(got[k], v)]  # fmt: skip
+    probe = np.zeros((1, len(sampler.factor_sizes)), np.int64)
+    shape = tuple(np.asarray(sampler.images_from_factors(probe)).shape[1:])
+    if shape != (cfg.image_size, cfg.image_size, 1):
+        diff.append(f"image shape: sampler {shape}, run {(cfg.image_size, cfg.image_size, 1)}")
+    if diff:
+        raise ValueError(
+            f"the sampler does not match the run's data config ({where}):\n  "
+            + "\n  ".join(diff)
+            + f"\n{fix}"
+        )
+
+
+def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, figures=True,
+             metric_options=None) -> dict:  # fmt: skip
+    """Scores one finished run and writes ``<run>/metrics.json`` (and ``<run>/figures/``).
+
+    ``load_run`` (with ``sampler``, if given), then ``sbd_vae.evaluation.score_run``: every metric
+    of the suite with ``numpy.random.RandomState(seed)`` on posterior means; reconstruction error,
+    its excess over the data's entropy floor, KL per latent and active units (Burda et al. 2016)
+    on ``PROTOCOLS[protocol]["eval_samples"]`` held-out samples; per-factor scores; the figures
+    (unless ``figures=False``). The same (run, protocol, seed) gives the same numbers.
+    ``metric_options`` are keyword options of ``compute_metrics`` (``metrics``, ``chunk``,
+    ``dci_backend``), recorded in metrics.json. Returns the dict written to metrics.json.
+    """
+    check_protocol(protocol)
+    t0 = time.perf_counter()
+    model, cfg, sampler = load_run(run_dir, sampler)
+    return evaluation.score_run(run_dir, model, cfg, sampler, protocol, seed, progress, figures,
+                                metric_options, t_load=t0)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- sweeps
-def sweep_runs(sweep_dir) -> list[dict]:
-    """Every run of a sweep: sweep.json's entries plus run directories found beside them.
-
-    Each dict has name, path, beta, beta_norm, seed, finished (summary.json and model.keras exist),
-    status (sweep.json's, or "done"/"unfinished") and error (if the sweep recorded one).
-    """
-    import training
-
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise RunDirError(f"{sweep_dir}: no such sweep directory")
-    entries = {}
-    if (sweep_dir / "sweep.json").exists():
-        index = rundir.read_json(sweep_dir / "sweep.json", "sweep index",
-                                 "re-run `python training.py sweep ... --out SWEEP` to rewrite it")  # fmt: skip
-        for r in index.get("runs", []):
-            entries[r["name"]] = dict(r)
-    for d in sorted(sweep_dir.iterdir()):
-        if d.is_dir() and (d / "config.json").exists() and d.name not in entries:
-            cfg = training.load_config(d)
-            entries[d.name] = {"name": d.name, "beta": cfg.beta, "seed": cfg.seed,
-                               "beta_norm": cfg.beta_norm}  # fmt: skip
-    if not entries and not (sweep_dir / "sweep.json").exists():
-        raise RunDirError(
-            f"{sweep_dir}: not a sweep directory (no sweep.json and no run directories); create one "
-            "with `python training.py sweep --preset demo --betas 1 8 32 --out SWEEP`"
-        )
-    runs = []
-    for name, e in entries.items():
-        path = sweep_dir / name
-        finished = (path / "summary.json").exists() and (path / "model.keras").exists()
-        status = (
-            "done"
-            if finished
-            else (e.get("status") if e.get("status") not in (None, "done") else "unfinished")
-        )
-        runs.append(dict(name=name, path=path, beta=float(e["beta"]), seed=int(e["seed"]),
-                         beta_norm=float(e.get("beta_norm", float("nan"))), finished=finished,
-                         status=status, error=e.get("error")))  # fmt: skip
-    return sorted(runs, key=lambda r: (r["beta"], r["seed"]))
-
-
-def _needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=None) -> bool:
-    import json
-
-    if m is None or m.get("protocol") != protocol or m.get("seed") != seed:
-        return True
-    if m.get("schema") != METRICS_SCHEMA:
-        return True  # written by an older evaluate (e.g. without recon_excess or per-factor scores)
-    same = json.dumps(m.get("metric_options") or {}, sort_keys=True, default=str)
-    if same != json.dumps(metric_options or {}, sort_keys=True, default=str):
-        return True
-    counts = m.get("counts") or {}
-    if any(counts.get(k) != v for k, v in PROTOCOLS[protocol].items()):
-        return True  # the protocol's sample counts changed since: these numbers are stale
-    listed = (m.get("figures") or {}).values()
-    if figures and (not listed or not all((Path(run_dir) / f).exists() for f in listed)):
-        return True
-    return False
-
-
-def collect(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None) -> dict:
-    """Evaluates every finished run of the sweep that lacks metrics of ``protocol`` and ``seed``
-    (or has a corrupt metrics.json, which is re-evaluated with a warning naming it).
-
-    Returns dict(rows [per finished, scored run], unfinished [run dicts], failed [(run, error)]).
-    """
-    runs = sweep_runs(sweep_dir)
-    rows, unfinished, failed = [], [r for r in runs if not r["finished"]], []
-    done = [r for r in runs if r["finished"]]
-    it = done
-    if progress and done:
-        from tqdm.auto import tqdm
-
-        it = tqdm(done, desc="report", unit="run")
-    for r in it:
-        try:
-            try:
-                m = read_metrics(r["path"])
-            except RunDirError as e:
-                print(f"warning: {e}; re-evaluating", file=sys.stderr)
-                m = None
-            if _needs_evaluation(m, protocol, seed, r["path"], metric_options=metric_options):
-                m = evaluate(r["path"], protocol, seed, progress=progress,
-                             metric_options=metric_options)  # fmt: skip
-            summary = rundir.read_json(r["path"] / "summary.json", "run summary")
-            rows.append({"run": r, "metrics": m, "summary": summary,
-                         "convergence": run_convergence(r["path"])})  # fmt: skip
-        except (RunDirError, ValueError, OSError) as e:
-            failed.append((r, str(e)))
-            print(f"warning: {r['name']} could not be evaluated: {e}", file=sys.stderr)
-    return dict(rows=rows, unfinished=unfinished, failed=failed, runs=runs)
-
-
-def per_factor_columns(rows) -> list[str]:
-    """``mig_<factor>`` then ``informativeness_<factor>`` for every factor the runs were scored on."""
-    names = []
-    for row in rows:
-        for score in (row["metrics"].get("per_factor") or {}).values():
-            names += [n for n in score if n not in names]
-    pf = [row["metrics"].get("per_factor") or {} for row in rows]
-    return [f"{kind}_{n}" for kind in ("mig", "informativeness") for n in names
-            if any(n in (p.get(kind) or {}) for p in pf)]  # fmt: skip
-
-
-def score_table(rows) -> tuple[list[str], list[dict]]:
-    """(columns, records) of scores.csv: one record per (β, seed).
-
-    Columns: run, beta, beta_norm, seed (training), eval_seed (metric RNG), protocol, every metric,
-    per-factor scores (``mig_<f>``: the factor's MIG gap; ``informativeness_<f>``: DCI test
-    accuracy of predicting it from the whole code), RUN_COLUMNS, kl_0 … kl_{D-1}, then the run's
-    training facts: steps, convergence (``converged``, ``loss_change``, ``kl_change_max``: see
-    convergence.py), train_seconds and machine."""
-    metric_names = metric_order({k for row in rows for k in row["metrics"]["metric_names"]})
-    factor_cols = per_factor_columns(rows)
-    dims = max((len(row["metrics"].get("kl_per_latent") or []) for row in rows), default=0)
-    cols = ["run", "beta", "beta_norm", "seed", "eval_seed", "protocol", *metric_names,
-            *factor_cols, *RUN_COLUMNS, *[f"kl_{i}" for i in range(dims)], "steps", "converged",
-            "loss_change", "kl_change_max", "train_seconds", "machine"]  # fmt: skip
-    records = []
-    for row in rows:
-        m, r = row["metrics"], row["run"]
-        rec = {"run": r["name"], "beta": m.get("beta", r["beta"]), "seed": r["seed"],
-               "beta_norm": m.get("beta_norm", r["beta_norm"]), "eval_seed": m.get("seed"),
-               "protocol": m["protocol"]}  # fmt: skip
-        rec.update({k: m.get(k, float("nan")) for k in metric_names})
-        pf = m.get("per_factor") or {}
-        for c in factor_cols:
-            kind, name = c.split("_", 1)
-            rec[c] = (pf.get(kind) or {}).get(name, float("nan"))
-        rec.update({k: m.get(k, float("nan")) for k in RUN_COLUMNS})
-        rec.update({f"kl_{i}": v for i, v in enumerate(m.get("kl_per_latent") or [])})
-        conv = row.get("convergence") or {}
-        summary = row.get("summary") or {}
-        rec.update(
-            steps=m.get("step"), converged=conv.get("converged"),
-            loss_change=conv.get("loss_change", float("nan")),
-            kl_change_max=max((abs(v) for v in conv.get("kl_change") or []), default=float("nan")),
-            train_seconds=summary.get("train_seconds", float("nan")),
-            machine=summary.get("machine", "unknown"),
-        )  # fmt: skip
-        records.append(rec)
-    return cols, records
-
-
-def _fmt(v) -> str:
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _md_table(cols, records) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in records]
-    return "\n".join(lines)
-
-
-# report/<file> of each plot; index.md links them in this order.
-PLOTS = {
-    "scores": "scores_vs_beta.png",
-    "factors": "factors_vs_beta.png",
-    "recon": "recon_vs_beta.png",
-    "active": "active_units_vs_beta.png",
-}
-PLOT_TITLES = {
-    "scores": "Scores vs β",
-    "factors": "Per-factor scores vs β",
-    "recon": "Reconstruction vs β",
-    "active": "Active units vs β",
-}
-# The index's summary table and significance tests: these columns, mean ± std over seeds.
-SUMMARY_EXTRA = ("recon", "recon_excess", "active_units", "kl_total")
-
-
 def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None) -> Path:
     """Evaluates what is missing in a sweep and writes ``<sweep>/report/``; returns its path.
 
-    report/scores.csv         one row per (β, seed): see ``score_table``
+    report/scores.csv         one row per (β, seed): every metric, per-factor scores,
+                              reconstruction, active units, KL per latent, convergence, machine
     report/scores_vs_beta.png every metric against β (β_norm on top): mean ± sample std over seeds
     report/factors_vs_beta.png per-factor MIG gap and informativeness against β
     report/recon_vs_beta.png, report/active_units_vs_beta.png
-    report/index.md           the tables (mean ± std over seeds), Welch tests between β
-                              (significance.py), each run's convergence (convergence.py), the
-                              plots, and per β the traversals, factor response, geometry and
-                              training GIF of the run (relative links)
+    report/index.md           the tables (mean ± std over seeds), Welch tests between β, each
+                              run's convergence, the plots, and per β the traversals, factor
+                              response, geometry and training GIF of the run (relative links)
     Unfinished runs are skipped and listed (stdout and index.md); a sweep with no finished run
     still gets an index.md saying so. ``protocol="quick"`` is labelled in every plot and table.
+    (sbd_vae/report.py writes it all; runs are scored with ``evaluate``.)
     """
-    return _report(sweep_dir, protocol, seed, progress, metric_options)[0]
-
-
-def _report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None):
-    sweep_dir = Path(sweep_dir)
-    res = collect(sweep_dir, protocol, seed, progress, metric_options)
-    out = sweep_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    cols, records = score_table(res["rows"])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    for rec in records:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in rec.items()})
-    rundir.write_text(out / "scores.csv", buf.getvalue())
-
-    label = f"protocol: {protocol}" + (f" ({QUICK_NOTE})" if protocol == "quick" else "")
-    metric_names = metric_order({k for row in res["rows"] for k in row["metrics"]["metric_names"]})
-    factor_cols = per_factor_columns(res["rows"])
-    plots = {}
-    for stale in PLOTS.values():
-        (out / stale).unlink(missing_ok=True)  # never show plots of an earlier state
-    if records:
-        labels = {k: display(k) for k in cols}
-        head = f"{sweep_dir.name}: {{}} vs β\n{label}"
-        plots["scores"] = plot_vs_beta(records, metric_names, out / PLOTS["scores"],
-                                       head.format("disentanglement scores"), labels)  # fmt: skip
-        if factor_cols:
-            plots["factors"] = plot_vs_beta(
-                records, factor_cols, out / PLOTS["factors"],
-                head.format("per-factor scores (which factors each β keeps)"), labels,
-            )  # fmt: skip
-        plots["recon"] = plot_vs_beta(records, ["recon", "recon_excess", "recon_mse"],
-                                      out / PLOTS["recon"],
-                                      head.format("reconstruction (decoded from the posterior mean)"),
-                                      labels)  # fmt: skip
-        labels["active_units"] = f"active units (Var_x μ_d > {ACTIVE_VAR:g}, Burda et al. 2016)"
-        plots["active"] = plot_vs_beta(records, ["active_units", "kl_total"], out / PLOTS["active"],
-                                       head.format("active units and total KL"), labels)  # fmt: skip
-    rundir.write_text(out / "index.md", _index_md(sweep_dir, res, cols, records, metric_names,
-                                                  protocol, seed, label, plots))  # fmt: skip
-    if not records:
-        print(f"[report] {sweep_dir}: no finished runs yet, nothing to score "
-              f"({len(res['runs'])} run(s) listed)")  # fmt: skip
-    if progress:
-        print(f"[report] {len(records)} scored run(s), {len(res['unfinished'])} unfinished, "
-              f"{len(res['failed'])} failed → {out}/index.md")  # fmt: skip
-        for r in res["unfinished"]:
-            print(f"[report] unfinished (skipped): {r['name']} ({r['status']})")
-        for row in res["rows"]:  # the convergence check, printed as well as in index.md
-            c = row.get("convergence") or {}
-            if not c.get("converged"):
-                print(f"[report] still moving over the last 20% of steps: {row['run']['name']}: "
-                      f"{c.get('note', '')}")  # fmt: skip
-    return out, res, records
-
-
-def _aggregate(records, keys) -> list[dict]:
-    """One row per β: β, β_norm, number of seeds, and "mean ± sample std" of every key."""
-    out = []
-    for b in sorted({r["beta"] for r in records}):
-        rs = [r for r in records if r["beta"] == b]
-        row = {"β": f"{b:g}", "β_norm": f"{rs[0]['beta_norm']:.3g}", "seeds": str(len(rs))}
-        for k in keys:
-            v = np.array([r.get(k, np.nan) for r in rs], float)
-            row[display(k)] = (
-                f"{np.nanmean(v):.3f} ± {seed_std(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
-            )
-        out.append(row)
-    return out
-
-
-def _significance_md(records, keys) -> list[str]:
-    """The Welch-test section: per key, which β has the highest mean and which β it beats."""
-    lines = ["## Which differences are real", "",
-             f"Welch's t-test over seeds between the β with the highest mean and every other β; "
-             f"a difference is called real only at p < {ALPHA:g}, and no comparison is made with "
-             f"fewer than {MIN_SEEDS} seeds at a β. p-values are per pair, not corrected for the "
-             "number of pairs.", ""]  # fmt: skip
-    comparisons = [compare_betas(records, k) for k in keys]
-    if comparisons and not any(c["comparable"] for c in comparisons if c["best"] is not None):
-        return [
-            *lines,
-            f"**No comparison can be made**: {comparisons[0]['statement'].split(': ', 1)[1]}.",
-        ]
-    for k, c in zip(keys, comparisons):
-        if c["best"] is None:
-            continue
-        lines.append(f"- **{display(k)}**: {c['statement'].split(': ', 1)[1]}")
-        if c["tests"]:
-            lines[-1] += (
-                " (" + ", ".join(f"vs β={b:g}: p={t['p']:.2g}" for b, t in c["tests"].items()) + ")"
-            )
-    return lines
-
-
-def _convergence_md(rows) -> list[str]:
-    """The convergence table: per run, the change of the loss and of the KL over the last 20%."""
-    from convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL
-
-    moving = [row for row in rows if not (row.get("convergence") or {}).get("converged")]
-    lines = ["## Convergence", "",
-             f"Change over the last {TAIL:.0%} of steps (mean of the last 5% of the run against "
-             f"the 5% before the tail): a run is still moving when its loss changed by more than "
-             f"{LOSS_TOL:.0%} or a latent's KL by more than max({KL_TOL_NATS:g} nats, "
-             f"{KL_TOL_REL:.0%})."]  # fmt: skip
-    lines += ["", f"**{len(moving)} of {len(rows)} run(s) still moving.**" if moving
-              else f"All {len(rows)} runs settled.", ""]  # fmt: skip
-    table = []
-    for row in sorted(rows, key=lambda r: (r["run"]["beta"], r["run"]["seed"])):
-        c = row.get("convergence") or {}
-        kc = c.get("kl_change") or []
-        top = int(np.argmax(np.abs(kc))) if kc else None
-        table.append({
-            "run": row["run"]["name"], "steps": str(c.get("steps", "-")),
-            "loss change": f"{100 * c['loss_change']:+.2f}%" if "loss_change" in c else "-",
-            "largest KL change": f"z{top} {kc[top]:+.3f}" if top is not None else "-",
-            "KL change per latent (z0 …)": " ".join(f"{v:+.2f}" for v in kc) or "-",
-            "status": "settled" if c.get("converged") else f"**moving**: {c.get('note', '')}",
-        })  # fmt: skip
-    return lines + [
-        _md_table(
-            [
-                "run",
-                "steps",
-                "loss change",
-                "largest KL change",
-                "KL change per latent (z0 …)",
-                "status",
-            ],
-            table,
-        )  # fmt: skip
-    ]
-
-
-def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots) -> str:
-    name = sweep_dir.name
-    lines = [f"# Sweep report: {name}", "",
-             f"Written by `python latentSpace.py report {sweep_dir} --protocol {protocol}` "
-             f"(metric seed {seed}). **{label}.**", "",
-             f"{len(records)} of {len(res['runs'])} run(s) scored."]  # fmt: skip
-    if not res["runs"] or not records:
-        lines += ["", "**No finished runs yet: nothing to score.** Finish the sweep with "
-                  f"`python training.py sweep ... --out {sweep_dir}` and re-run the report."]  # fmt: skip
-    if res["unfinished"]:
-        lines += ["", "## Unfinished runs (skipped)", ""]
-        for r in res["unfinished"]:
-            err = f": {r['error']}" if r.get("error") else ""
-            lines.append(f"- `{r['name']}` (β={r['beta']:g}, seed {r['seed']}): {r['status']}{err}")
-    if res["failed"]:
-        lines += ["", "## Runs that could not be evaluated", ""]
-        lines += [f"- `{r['name']}`: {e}" for r, e in res["failed"]]
-    if records:
-        shown = [m for m in metric_names if m in HEADLINE] or metric_names
-        factor_cols = [c for c in cols if c.startswith(("mig_", "informativeness_"))]
-        lines += ["", f"## Scores (mean ± sample std over seeds; {protocol})", "",
-                  _md_table(["β", "β_norm", "seeds", *map(display, shown), *map(display, SUMMARY_EXTRA)],
-                            _aggregate(records, [*shown, *SUMMARY_EXTRA])),
-                  "", "SAP is the discrete SAP of disentanglement_lib's study; SAP (continuous) is "
-                  "the squared-correlation variant. recon is −log p(x|μ) in nats per image, decoded "
-                  "from the posterior mean; its excess is over the data's own entropy floor "
-                  "(the Bernoulli entropy of the grey target pixels). Active units: Burda et al. "
-                  f"(2016), Var_x μ_d > {ACTIVE_VAR:g} on the held-out images."]  # fmt: skip
-        if factor_cols:
-            lines += ["", "### Per factor (mean ± sample std over seeds)", "",
-                      "MIG gap of each factor (0: no single latent owns it) and informativeness "
-                      "(DCI test accuracy of predicting it from the whole code; chance is 1 over "
-                      "its number of values).", "",
-                      _md_table(["β", "seeds", *map(display, factor_cols)],
-                                _aggregate(records, factor_cols))]  # fmt: skip
-        lines += ["", *_significance_md(records, [*shown, *SUMMARY_EXTRA])]
-        lines += ["", *_convergence_md(res["rows"])]
-        lines += ["", "Per run: [scores.csv](scores.csv)", ""]
-        for key, path in plots.items():
-            lines += [
-                f"### {PLOT_TITLES[key]}",
-                "",
-                f"![{PLOT_TITLES[key]}]({Path(path).name})",
-                "",
-            ]
-        lines += ["## Per β", ""]
-        for b in sorted({r["beta"] for r in records}):
-            rs = sorted([row for row in res["rows"] if row["run"]["beta"] == b],
-                        key=lambda row: row["run"]["seed"])  # fmt: skip
-            run = rs[0]["run"]
-            rel = f"../{run['name']}"
-            other = ", ".join(
-                f"[{row['run']['name']}](../{row['run']['name']}/figures/)" for row in rs[1:]
-            )
-            lines += [f"### β = {b:g} (β_norm = {run['beta_norm']:.3g}), run `{run['name']}`", ""]
-            if other:
-                lines += [f"Other seeds: {other}", ""]
-            for fig_key, caption in (("traversals", "latent traversals"),
-                                     ("factor_response", "factor response"),
-                                     ("geometry", "latent geometry")):  # fmt: skip
-                if (run["path"] / "figures" / FIGURES[fig_key]).exists():
-                    lines += [f"![{caption}]({rel}/figures/{FIGURES[fig_key]})", ""]
-            lines += [f"![training]({rel}/training.gif) ![traversal animation]"
-                      f"({rel}/figures/{FIGURES['traversals_gif']})", ""]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------- README figures
-# The seed's own figures contrast β=1 with β=102 at 128² (10 latents): β_norm = β·M/N ≈ 0.062.
-SEED_CONTRAST_BETA_NORM = 102 * 10 / 128**2
-
-
-def _pick_betas(records) -> tuple[float, float]:
-    """(the lowest β, the β whose β_norm is closest to the seed's β=102 at 128²): the seed's
-    contrast at any image size. Chosen from the grid alone, never from the scores."""
-    betas = sorted({r["beta"] for r in records})
-    norm = {r["beta"]: r["beta_norm"] for r in records}
-    high = min(betas[1:] or betas, key=lambda b: abs(norm[b] - SEED_CONTRAST_BETA_NORM))
-    return betas[0], high
+    return sweep_report.report(sweep_dir, evaluate, protocol, seed, progress, metric_options)
 
 
 def figures(
     sweep_dir, out="img", protocol=None, seed=0, progress=True, metric_options=None
 ) -> dict:
-    """The README figure set of one sweep: the seed's contrast, the lowest β against the β nearest
-    the seed's β=102 in β_norm (``_pick_betas``), from each β's lowest seed:
-
-        <out>/training_beta{b}.gif, traversals_beta{b}.png, factor_response_beta{b}.png,
-        geometry_beta{b}.png, and the report's plots: <out>/scores_vs_beta.png,
-        factors_vs_beta.png, active_units_vs_beta.png, recon_vs_beta.png
-
-    Runs the report first (evaluating what is missing). ``protocol=None`` reuses the protocol of
-    the metrics already in the sweep (quick if there are none). Returns {file name: path}.
-    """
-    sweep_dir, out = Path(sweep_dir), Path(out)
-    if protocol is None:
-        found = set()
-        for r in sweep_runs(sweep_dir):
-            try:
-                m = read_metrics(r["path"]) if r["finished"] else None
-            except RunDirError:
-                m = None
-            if m:
-                found.add(m["protocol"])
-        if len(found) > 1:
-            raise ValueError(
-                f"{sweep_dir} has metrics of several protocols {sorted(found)}; pass --protocol"
-            )
-        protocol = found.pop() if found else "quick"
-    rep, res, records = _report(sweep_dir, protocol, seed, progress, metric_options)
-    if not records:
-        raise RunDirError(
-            f"{sweep_dir}: no finished run to make figures from; finish the sweep first"
-        )
-    ref, best = _pick_betas(records)
-    written = {}
-    for b in dict.fromkeys([ref, best]):
-        run = min(
-            (row["run"] for row in res["rows"] if row["run"]["beta"] == b), key=lambda r: r["seed"]
-        )
-        src = run["path"]
-        for name, path in ((f"training_beta{b:g}.gif", src / "training.gif"),
-                           (f"traversals_beta{b:g}.png", src / "figures" / FIGURES["traversals"]),
-                           (f"factor_response_beta{b:g}.png", src / "figures" / FIGURES["factor_response"]),
-                           (f"geometry_beta{b:g}.png", src / "figures" / FIGURES["geometry"])):  # fmt: skip
-            if path.exists():
-                rundir.write_bytes(out / name, path.read_bytes())
-                written[name] = out / name
-    for name in PLOTS.values():
-        if (rep / name).exists():
-            rundir.write_bytes(out / name, (rep / name).read_bytes())
-            written[name] = out / name
-    written["betas"] = {"reference": ref, "contrast": best, "protocol": protocol}
-    if progress:
-        print(f"[figures] β={ref:g} against β={best:g} ({protocol}) → {out}: "
-              + ", ".join(k for k in written if k != "betas"))  # fmt: skip
-    return written
+    """The README figure set of one sweep, from its report: the lowest β against the β nearest the
+    seed's β=102 in β_norm, from each β's lowest seed, into ``out`` (see
+    ``sbd_vae.report.readme_figures``). ``protocol=None`` reuses the protocol of the metrics
+    already in the sweep (quick if there are none). Returns {file name: path}."""
+    return sweep_report.readme_figures(sweep_dir, evaluate, out, protocol, seed, progress,
+                                       metric_options)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -613,17 +263,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-__all__ = [
-    # metrics (metrics.py)
-    "PROTOCOLS", "beta_vae_score", "compute_metrics", "dci", "factor_vae_score", "mig",
-    "modularity_explicitness", "sap",
-    # encodings (encoding.py) and figures (figures.py)
-    "ACTIVE_VAR", "EncodeFn", "active_units", "decode", "encode", "factor_response", "kl_per_latent", "unit_activity",
-    "latent_geometry", "make_encode_fn", "pick_position_latents", "plot_factor_response",
-    "plot_kl_per_latent", "plot_latent_geometry", "plot_reconstructions", "plot_traversals",
-    "plot_vs_beta", "seed_std", "traversal_gif", "traversal_images",
-    # runs and evaluation (evaluation.py), reports
-    "EVAL_SAMPLES", "FIGURES", "HEADLINE", "QUICK_NOTE", "metric_order", "check_sampler", "collect", "evaluate", "figures", "load_run", "main", "read_metrics",
-    "reconstruction_error", "report", "score_table", "sweep_runs", "write_run_figures",
-]  # fmt: skip

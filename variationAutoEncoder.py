@@ -25,6 +25,14 @@ learning rate drives the pre-activation far out of range. Inside the range the g
 
 Mixed precision: under a ``mixed_bfloat16`` policy the convolutions run in bf16, but the encoder's
 mean/log-variance head, the ``Sampling`` layer (so z), the KL and the reconstruction loss are float32.
+
+Hyperparameters: ``BetaVAE`` takes exactly ``sbd_vae.hparams.MODEL_ARGS`` and validates them with
+``sbd_vae.hparams.model_problems``, as ``TrainConfig`` does (``BetaVAE(**cfg.model_kwargs())``).
+
+Saved models: every class is registered with Keras under the package name ``PKG = "sbd_vae"`` and
+its class name ("sbd_vae>BetaVAE", …); a model.keras file refers to its classes by these names, so
+they and the classes' home in this module must not change (tests/test_saved_models.py loads
+models saved by an older version).
 """
 
 from __future__ import annotations
@@ -34,25 +42,18 @@ import math
 import keras
 from keras import layers, ops
 
+from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of this module's API)
+    DECODERS,
+    LIKELIHOODS,
+    MODEL_ARGS,
+    OBJECTIVES,
+    beta_norm,
+    check_image_size,
+    model_problems,
+)
+
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-DECODERS = ("sbd", "deconv")
-LIKELIHOODS = ("bernoulli", "gaussian")
-OBJECTIVES = ("beta", "capacity")
-PKG = "sbd_vae"
-
-
-def check_image_size(image_size: int) -> None:
-    """The encoder halves the size 4 times and the deconv decoder doubles it back: 32, 48, 64, … 128."""
-    if not isinstance(image_size, int) or image_size < 32 or image_size % 16:
-        raise ValueError(
-            f"image_size={image_size!r} is not supported: the 4 stride-2 convolutions need a multiple "
-            "of 16 that is at least 32 (for example --image_size 32, 64 or 128)."
-        )
-
-
-def beta_norm(beta: float, latent_dim: int, image_size: int) -> float:
-    """Normalised β of Higgins et al. 2017: β · M / N, with M latents and N = H·W pixels."""
-    return beta * latent_dim / float(image_size * image_size)
+PKG = "sbd_vae"  # the Keras registration package of every class here: saved files name it
 
 
 def kl_per_dim(mean, logvar):
@@ -276,16 +277,9 @@ class BetaVAE(keras.Model):
     ):
         super().__init__(**kwargs)
         check_image_size(image_size)
-        if decoder not in DECODERS:
-            raise ValueError(f"decoder={decoder!r} is unknown; choose one of {DECODERS}.")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}.")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective={objective!r} is unknown; choose one of {OBJECTIVES}.")
-        if not (beta >= 0 and math.isfinite(beta)):
-            raise ValueError(f"beta={beta!r} must be a finite number ≥ 0 (for example --beta 4).")
-        if likelihood == "gaussian" and not gaussian_sigma > 0:
-            raise ValueError(f"gaussian_sigma={gaussian_sigma!r} must be > 0.")
+        problems = model_problems(decoder, likelihood, objective, beta, gaussian_sigma)
+        if problems:
+            raise ValueError("invalid BetaVAE arguments: " + "; ".join(problems))
         self.image_size, self.latent_dim, self.decoder_name = image_size, latent_dim, decoder
         self.channels, self.hidden = channels, hidden
         self.beta, self.objective, self.gamma = float(beta), objective, float(gamma)
@@ -400,22 +394,10 @@ class BetaVAE(keras.Model):
 
     # ----------------------------------------------------------------- serialisation
     def get_config(self):
-        return {
-            "name": self.name,
-            "image_size": self.image_size,
-            "latent_dim": self.latent_dim,
-            "decoder": self.decoder_name,
-            "channels": self.channels,
-            "hidden": self.hidden,
-            "beta": self.beta,
-            "objective": self.objective,
-            "gamma": self.gamma,
-            "capacity_max": self.capacity_max,
-            "capacity_steps": self.capacity_steps,
-            "likelihood": self.likelihood,
-            "gaussian_sigma": self.gaussian_sigma,
-            "seed": self.seed,
-        }
+        # The constructor's arguments, MODEL_ARGS (the decoder's name is decoder_name: the
+        # attribute `decoder` is the decoder layer).
+        args = {n: getattr(self, "decoder_name" if n == "decoder" else n) for n in MODEL_ARGS}
+        return {"name": self.name, **args}
 
 
 def build_vae(**kwargs) -> BetaVAE:

@@ -82,7 +82,7 @@ class _StandInEncoder:
 def _suite(sampler, encode_fn, protocol):
     import numpy as np
 
-    from metrics import compute_metrics
+    from sbd_vae.metrics import compute_metrics
 
     t0 = time.perf_counter()
     result = compute_metrics(sampler, encode_fn, np.random.RandomState(0), protocol=protocol,
@@ -112,8 +112,8 @@ def run(quick: bool = False) -> str:
     import numpy as np
     import tensorflow as tf
 
-    import metrics
-    from encoding import _compiled, make_encode_fn
+    from sbd_vae import metrics
+    from sbd_vae.encoding import compiled, make_encode_fn
 
     ensure_data()
     model, cfg, sampler = trained_model()
@@ -124,7 +124,7 @@ def run(quick: bool = False) -> str:
     factors = sampler.sample_factors(1024, rng)
     x = sampler.images_from_factors(factors)  # (1024, 128, 128, 1)
     xb = [tf.constant(x[i : i + 256]) for i in range(0, 1024, 256)]
-    enc, _ = _compiled(model)
+    enc, _ = compiled(model)
     probe = make_encode_fn(model)
     enc(xb[0]), probe(x[:256])  # trace both
     reps = 3 if quick else 5

@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics import PROTOCOLS, compute_metrics, dci  # noqa: E402
+from sbd_vae.metrics import compute_metrics, dci  # noqa: E402
+from sbd_vae.metrics.registry import metric_counts  # noqa: E402
 
 # The project's metric grid: shape, azimuth, scale, pos_x, pos_y.
 SIZES = (6, 16, 8, 16, 16)
@@ -139,7 +140,7 @@ def bench_suite(protocols: list[str]) -> list[str]:
             f"| {protocol} | {out['num_images_requested']} | {out['num_images_encoded']} | {times} | "
             f"{out['time_total_s']:.1f} | {cpu:.1f} |"
         )
-    counts = ", ".join(f"{k}={v}" for k, v in PROTOCOLS["quick"].items())
+    counts = ", ".join(f"{k}={v}" for k, v in metric_counts("quick").items())
     rows += ["", f"`quick` counts: {counts}.", ""]
     return rows
 

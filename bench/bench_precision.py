@@ -20,11 +20,10 @@ BETA, SEED, STEPS = 4.0, 0, 5000
 
 
 def _train_and_score(cfg, run_dir) -> dict:
-    import encoding
-    import evaluation
-    import rundir
+    import latentSpace
     import training
-    from metrics import compute_metrics
+    from sbd_vae import encoding, rundir
+    from sbd_vae.metrics import compute_metrics
 
     t0 = time.time()
     summary = training.train(cfg, run_dir, progress=False)
@@ -32,7 +31,7 @@ def _train_and_score(cfg, run_dir) -> dict:
     history = rundir.read_history(run_dir)
     tail = history[-max(1, len(history) // 10) :]  # the last 10% of logged steps, averaged
     kl = np.array([[r[f"kl_{i}"] for i in range(cfg.latent_dim)] for r in tail]).mean(axis=0)
-    model, _, sampler = evaluation.load_run(run_dir)
+    model, _, sampler = latentSpace.load_run(run_dir)
     fn = encoding.make_encode_fn(model)
     mig = compute_metrics(sampler, fn, np.random.RandomState(0), "study", ["mig"], False)["mig"]
     return dict(kl=kl, active=summary["active_units"], mig=mig, loss=np.mean([r["loss"] for r in tail]),

@@ -53,8 +53,8 @@ def _interleaved_rates(variants: dict, steps: int, batch: int, rounds: int = 3) 
 def _loop_rate(cfg, steps: int) -> float:
     """img/s of training.train (fit + on-the-fly data + every callback), steady state: the mean
     of the history rows after the first interval (which includes tracing)."""
-    import rundir
     import training
+    from sbd_vae import rundir
 
     with tempfile.TemporaryDirectory() as tmp:
         run_cfg = replace(cfg, steps=steps, log_every=steps // 5, checkpoint_every=steps,
@@ -66,8 +66,8 @@ def _loop_rate(cfg, steps: int) -> float:
 
 def _equal_loss(cfg, steps: int) -> dict:
     """Final loss after ``steps`` real training steps, float32 vs mixed_bfloat16, same seed/data."""
-    import rundir
     import training
+    from sbd_vae import rundir
 
     out = {}
     for precision in ("float32", "mixed_bfloat16"):

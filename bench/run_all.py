@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="subset, e.g. data train")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    import rundir
+    from sbd_vae import rundir
 
     names = [s for s in SECTIONS if not args.only or s.removeprefix("bench_") in args.only]
     unknown = sorted(set(args.only or []) - {s.removeprefix("bench_") for s in SECTIONS})

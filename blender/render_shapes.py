@@ -5,7 +5,7 @@ Zoom and translation are NOT rendered; dataset.py applies them on the fly (like 
 position/scale factors of dSprites, Matthey et al. 2017; and the spatial-broadcast setting of
 Watters et al. 2019).
 
-    python blender/render_shapes.py --out data/shapes.npz            # ~40 s on 2 cores
+    python blender/render_shapes.py --out data/shapes.npz            # time: BENCHMARKS.md
     blender -b -P blender/render_shapes.py -- --out data/shapes.npz  # same, inside Blender
 
 Scene (all lengths in Blender units):
@@ -93,7 +93,7 @@ class RenderConfig:
     num_azimuths: int = 16  # evenly over [0, 360)
     tilts: tuple[float, ...] = (15.0, 35.0, 55.0)  # degrees, top toward the camera
     resolution: int = 128
-    engine: str = "CYCLES"  # Cycles on the CPU (EEVEE is ~16 s/img headless: see DESIGN.md)
+    engine: str = "CYCLES"  # Cycles on the CPU (EEVEE took ~16 s/img headless on 2 cores: unused)
     samples: int = 16
     seed: int = 0
     workers: int = 1  # processes (spawn); does not change pixels, so not in the hash
@@ -344,7 +344,8 @@ _WORKER: dict = {}
 
 def _strip_bpy_paths() -> None:
     """bpy appends its scripts/ folders to sys.path when imported; a spawned child inherits the
-    parent's sys.path and hangs/errors importing bpy again with them present (DESIGN.md)."""
+    parent's sys.path and hangs/errors importing bpy again with them present (measured with
+    bpy 5.0.1; the children are spawned, since a fork after `import bpy` hangs as well)."""
     sys.path[:] = [
         p
         for p in sys.path
@@ -489,7 +490,7 @@ def _save_atomic(out: str, arrays: dict) -> None:
     """np.savez to a temporary file (named with our pid) in out's directory, fsync, rename; the
     temporary files of killed renders (dead pids) are removed first (rundir.atomic_path)."""
     _repo_on_path()
-    import rundir
+    from sbd_vae import rundir
 
     with rundir.atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -497,7 +498,7 @@ def _save_atomic(out: str, arrays: dict) -> None:
 
 def _repo_on_path() -> None:
     """The repository root (parent of blender/) on sys.path: as a script or inside Blender
-    (`blender -b -P`) sys.path[0] is blender/, not the root that holds rundir.py."""
+    (`blender -b -P`) sys.path[0] is blender/, not the root that holds the sbd_vae package."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:
         sys.path.append(root)
@@ -506,7 +507,7 @@ def _repo_on_path() -> None:
 def _remove_dead_view_pngs(directory: str) -> None:
     """View PNGs (render_shapes_<pid>_*.png) of renders killed mid-view."""
     _repo_on_path()
-    import rundir
+    from sbd_vae import rundir
 
     for name in os.listdir(directory):
         parts = name.split("_")

@@ -1,4 +1,4 @@
-"""latentSpace.py / figures.py on real `test`-preset runs trained on a real bpy render:
+"""latentSpace.py / sbd_vae/figures.py on real `test`-preset runs trained on a real bpy render:
 every figure, evaluate (quick, deterministic), the sweep report, the README figure set, bad input."""
 
 import json
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import latentSpace as ls
-import rundir
 import training
+from sbd_vae import evaluation, figures, rundir
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:FactorVAE. every code dim")]
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ FAST = {"metrics": ["mig", "sap", "beta_vae", "factor_vae"]}
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_quick_protocol():
-    import metrics
+    from sbd_vae import metrics
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(metrics.PROTOCOLS, "quick", dict(metrics.PROTOCOLS["quick"], **TINY_QUICK))
@@ -104,7 +104,7 @@ def test_traversal_rows_sorted_by_kl_and_sweep_one_latent(loaded):
     image = sampler.images_from_factors(sampler.sample_factors(1, np.random.RandomState(1)))[0]
     kl = np.arange(cfg.latent_dim, dtype=float)[::-1].copy()
     kl[[0, 3]] = kl[[3, 0]]
-    tr = ls.traversal_images(model, image, k=2.0, n_steps=5, kl=kl)
+    tr = figures.traversal_images(model, image, k=2.0, n_steps=5, kl=kl)
     assert list(tr["order"]) == list(np.argsort(-kl, kind="stable"))
     assert tr["images"].shape == (cfg.latent_dim, 5, 32, 32, 1)
     mean, _ = ls.encode(model, image[None])
@@ -118,7 +118,7 @@ def test_traversal_rows_sorted_by_kl_and_sweep_one_latent(loaded):
 
 def test_geometry_picks_two_different_latents(loaded):
     model, _, sampler = loaded
-    g = ls.latent_geometry(model, sampler, n_bases=1, rng=np.random.RandomState(0))
+    g = figures.latent_geometry(model, sampler, n_bases=1, rng=np.random.RandomState(0))
     dx, dy = g["latents"]
     n = sampler.num_positions  # sized to the image (dataset.grid_sizes): 13 at 32² over ±0.2
     assert dx != dy and g["codes"].shape == (1, n, n, model.latent_dim)
@@ -126,10 +126,10 @@ def test_geometry_picks_two_different_latents(loaded):
     rng = np.random.RandomState(0)
     x, y = rng.rand(400), rng.rand(400)
     codes = np.stack([x + 0.01 * rng.randn(400), y, x + y, np.zeros(400)], 1)
-    assert ls.pick_position_latents(codes, x, y)[:2] == (0, 1)
+    assert figures.pick_position_latents(codes, x, y)[:2] == (0, 1)
     # an entangled pair (a rotation of x and y) is chosen over two weak, merely correlated latents
     rot = np.stack([x + y, x - y, x + rng.randn(400), y + rng.randn(400)], 1)
-    dx, dy, rx, ry = ls.pick_position_latents(rot, x, y)
+    dx, dy, rx, ry = figures.pick_position_latents(rot, x, y)
     assert {dx, dy} == {0, 1} and dx != dy and all(map(math.isfinite, (rx, ry)))
 
 
@@ -178,7 +178,7 @@ def test_evaluate_quick_writes_finite_metrics_and_is_deterministic(run):
     for name in saved["metric_names"] + ["recon", "recon_mse", "kl_total"]:
         assert math.isfinite(saved[name]), name
     assert 0 <= saved["active_units"] <= 6 and len(saved["kl_per_latent"]) == 6
-    # same seed, same numbers (metrics.py gives every metric its own stream, so a subset run
+    # same seed, same numbers (compute_metrics gives every metric its own stream, so a subset run
     # reproduces the full run's values for that subset)
     again = ls.evaluate(run, "quick", seed=3, progress=False, figures=False, metric_options=FAST)
     for name in again["metric_names"] + ["recon", "recon_mse", "active_units"]:
@@ -216,17 +216,15 @@ def test_report_scores_finished_runs_and_lists_the_unfinished_one(sweep, capsys)
         assert (out / link).exists(), link
     for run in ("beta1_seed0", "beta4_seed0"):
         figs = sweep / run / "figures"
-        assert {p.name for p in figs.iterdir()} >= set(ls.FIGURES.values())
+        assert {p.name for p in figs.iterdir()} >= set(evaluation.FIGURES.values())
         assert len(imageio.mimread(figs / "traversals.gif")) > 1
 
 
 def test_spread_over_seeds_is_the_sample_std():
     """Two seeds 1 and 3: the spread papers report is √2 (ddof=1), not numpy's default 1."""
-    import figures
-
-    assert ls.seed_std([1.0, 3.0]) == pytest.approx(math.sqrt(2))
-    assert ls.seed_std([2.0]) == 0.0 and math.isnan(ls.seed_std([]))
-    assert ls.seed_std([1.0, float("nan"), 3.0]) == pytest.approx(math.sqrt(2))
+    assert figures.seed_std([1.0, 3.0]) == pytest.approx(math.sqrt(2))
+    assert figures.seed_std([2.0]) == 0.0 and math.isnan(figures.seed_std([]))
+    assert figures.seed_std([1.0, float("nan"), 3.0]) == pytest.approx(math.sqrt(2))
     records = [{"beta": 1.0, "beta_norm": 0.01, "mig": v} for v in (0.1, 0.3)]
     records += [{"beta": 4.0, "beta_norm": 0.04, "mig": 0.5}]
     betas, mean, std, _ = figures._by_beta(records, "mig")
@@ -295,7 +293,7 @@ def test_import_computes_nothing_and_does_not_import_tensorflow():
 def test_metrics_json_records_the_protocol(run):
     """Active units by one definition, recon against its floor, per-factor scores, the grid."""
     m = ls.evaluate(run, "quick", seed=1, progress=False, figures=False, metric_options=FAST)
-    assert m["schema"] == ls.METRICS_SCHEMA
+    assert m["schema"] == evaluation.METRICS_SCHEMA
     assert m["active_threshold"] == 0.01 and "Burda" in m["active_definition"]
     act = np.array(m["unit_activity"])
     assert m["active_units"] == int((act > 0.01).sum())

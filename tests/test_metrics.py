@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from metrics import (
+from sbd_vae.metrics import (
     PROTOCOLS,
     beta_vae_score,
     compute_metrics,

@@ -7,12 +7,8 @@ import math
 import numpy as np
 import pytest
 
-import convergence
 import dataset
-import encoding
-import evaluation
-import metrics
-import significance
+from sbd_vae import convergence, encoding, evaluation, metrics, significance
 
 
 # ----------------------------------------------------------------------------- active units

@@ -1,4 +1,4 @@
-"""β-sweeps as Ray Tune trials (sweep_ray.py) on a local 2-CPU Ray instance, on a real render.
+"""β-sweeps as Ray Tune trials (sbd_vae/sweep_ray.py) on a local 2-CPU Ray instance, on a real render.
 
 The Ray sweep (run through the CLI, by a driver that joins the module's Ray instance by address)
 must leave the very run directories and sweep.json of the local executor, survive a SIGKILLed trial
@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rundir
-import sweep_ray
 import training
+from sbd_vae import rundir, sweep_ray
 
 REPO = Path(__file__).resolve().parents[1]
 BETAS, SEEDS, STEPS = [1.0, 4.0], [0], 40
@@ -152,7 +151,7 @@ def test_rerun_skips_finished_runs(ray_sweep_killed, cfg):
     out = ray_sweep_killed[0]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("model.keras")}
     t0 = time.time()
-    index = sweep_ray.ray_sweep(cfg, BETAS, SEEDS, out, progress=False)
+    index = sweep_ray.ray_sweep(cfg, BETAS, SEEDS, out, train_fn=training.train, progress=False)
     assert time.time() - t0 < 10
     assert json.loads(json.dumps(index, default=list)) == json.loads(
         (out / "sweep.json").read_text()
@@ -165,7 +164,15 @@ def test_rerun_skips_finished_runs(ray_sweep_killed, cfg):
 def test_gpu_request_on_a_cpu_cluster_fails_early(ray_cluster, cfg, tmp_path):
     t0 = time.time()
     with pytest.raises(sweep_ray.ClusterError, match=r"--gpus-per-trial 1 .* has 0 GPUs"):
-        sweep_ray.ray_sweep(cfg, [1.0], [0], tmp_path / "gpu", gpus_per_trial=1, progress=False)
+        sweep_ray.ray_sweep(
+            cfg,
+            [1.0],
+            [0],
+            tmp_path / "gpu",
+            train_fn=training.train,
+            gpus_per_trial=1,
+            progress=False,
+        )
     assert time.time() - t0 < 10
     assert not (tmp_path / "gpu" / "beta1_seed0").exists()  # nothing was started
 
@@ -226,4 +233,6 @@ def test_default_executor_does_not_import_ray():
 def test_bad_resource_arguments(kwargs, message, tmp_path):
     cfg = training.preset_config("test")
     with pytest.raises(sweep_ray.ClusterError, match=message):
-        sweep_ray.ray_sweep(cfg, [1.0], [0], tmp_path / "s", progress=False, **kwargs)
+        sweep_ray.ray_sweep(
+            cfg, [1.0], [0], tmp_path / "s", train_fn=training.train, progress=False, **kwargs
+        )

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-import rundir
 import training
+from sbd_vae import hardware, rundir
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_larger_steps_extends_a_finished_run(cfg, tmp_path):
 def test_summary_counts_active_units_as_encoding_does(finished_run, cfg):
     """summary.json's active units: Var over images of the posterior mean > encoding.ACTIVE_VAR
     (Burda et al. 2016), the definition metrics.json uses, not a count of per-latent KLs."""
-    import encoding
+    from sbd_vae import encoding
 
     out, summary = finished_run
     on_disk = json.loads((out / "summary.json").read_text())
@@ -222,8 +222,8 @@ AMX = AVX512_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}
 
 
 def _hardware(monkeypatch, flags, gpus=()):
-    monkeypatch.setattr(training, "cpu_flags", lambda: set(flags))
-    monkeypatch.setattr(training, "gpu_compute_capabilities", lambda: list(gpus))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: list(gpus))
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ def check_final_files(run) -> list[str]:
     consecutive steps, every PNG/GIF decodes and model.keras loads."""
     import imageio.v2 as imageio
 
-    import rundir
+    from sbd_vae import rundir
 
     run, problems = Path(run), []
     for p in rundir.list_checkpoints(run):

@@ -24,8 +24,8 @@ from reliability_helpers import (
     zip_directory_offsets,
 )
 
-import rundir
 import training
+from sbd_vae import rundir
 
 pytestmark = pytest.mark.slow
 FUZZ_FLIPS = 300  # bit flips per file in make test (every header/directory byte with STRESS=1)

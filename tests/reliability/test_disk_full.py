@@ -24,8 +24,8 @@ from reliability_helpers import (
     weights_equal,
 )
 
-import rundir
 import training
+from sbd_vae import rundir
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def test_patched_full_disk_then_resume(what, shapes_npz, ref_weights, tmp_path, 
             return _FullDiskFile(f)
         return f
 
-    import callbacks
+    from sbd_vae import callbacks
 
     real_history_end = callbacks.History.on_epoch_end
 

@@ -102,7 +102,7 @@ def test_kill9_then_rerun_equals_uninterrupted(kind, arg, ref_run, ref_weights, 
             pytest.skip(f"the run finished before kill point {kind}={arg:g} (every write missed)")
 
         # --- what a kill leaves behind: only complete files under final names
-        import rundir
+        from sbd_vae import rundir
 
         ckpts = rundir.list_checkpoints(run)
         problems = check_final_files(run)

@@ -21,8 +21,8 @@ from reliability_helpers import (
     wait_until,
 )
 
-import rundir
 import training
+from sbd_vae import rundir
 
 pytestmark = pytest.mark.slow
 

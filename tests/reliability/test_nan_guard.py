@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from reliability_helpers import call_main, check_final_files, history_values
 
-import rundir
 import training
+from sbd_vae import rundir
 
 pytestmark = pytest.mark.slow
 T = ["train", "--preset", "test", "--quiet"]
@@ -72,7 +72,7 @@ def test_non_finite_weights_are_never_checkpointed(shapes_npz, tmp_path, monkeyp
     """A finite loss can come with a non-finite update (an overflowing gradient): the weights are
     NaN at the end of step 40 while every logged loss is finite. The checkpoint at 40 must be
     refused, not written, and ckpt-20 stays the last good one."""
-    import callbacks
+    from sbd_vae import callbacks
 
     run = tmp_path / "run"
     cfg = training.preset_config("test", data_path=str(shapes_npz))

@@ -2,7 +2,8 @@
 representation function (the posterior mean, as in disentanglement_lib: Locatello et al. 2019).
 
 Each model gets one ``tf.function`` for its encoder and one for its decoder, traced once for any
-batch size, so evaluation and figures never re-trace. Re-exported by latentSpace.py.
+batch size, so evaluation and figures never re-trace. latentSpace.py re-exports encode, decode,
+kl_per_latent, unit_activity, active_units and ACTIVE_VAR.
 
 Nothing is computed, and TensorFlow is not imported, when this module is imported.
 """
@@ -14,15 +15,15 @@ import weakref
 
 import numpy as np
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _compiled(model):
+def compiled(model):
     """(encoder_fn, decoder_fn): one tf.function each per model, traced once for any batch size.
 
     The functions hold only a weak reference to the model, so the cache does not keep it alive.
     """
-    fns = _COMPILED.get(model)
+    fns = _CACHE.get(model)
     if fns is None:
         import tensorflow as tf
 
@@ -38,11 +39,13 @@ def _compiled(model):
             return ref().decoder(z)
 
         fns = (enc, dec)
-        _COMPILED[model] = fns
+        _CACHE[model] = fns
     return fns
 
 
-def _as_images(images, image_size: int) -> np.ndarray:
+def as_images(images, image_size: int) -> np.ndarray:
+    """``images`` as float32 (N, S, S, 1), from one image (S, S, 1) or a stack (N, S, S) or
+    (N, S, S, 1); ValueError naming the shape the model takes otherwise."""
     x = np.asarray(images, dtype=np.float32)
     if x.ndim == 3 and x.shape[-1] != 1:  # (N, S, S) → (N, S, S, 1)
         x = x[..., None]
@@ -61,8 +64,8 @@ def encode(model, images, batch: int = 256, progress: bool = False):
 
     Returns (mean, logvar), float32 numpy arrays of shape (N, D).
     """
-    x = _as_images(images, model.image_size)
-    enc, _ = _compiled(model)
+    x = as_images(images, model.image_size)
+    enc, _ = compiled(model)
     means, logvars = [], []
     starts = range(0, len(x), batch)
     if progress and len(x) > 8 * batch:  # a bar only for long encodes
@@ -82,7 +85,7 @@ def encode(model, images, batch: int = 256, progress: bool = False):
 def decode(model, z, batch: int = 256, logits: bool = False) -> np.ndarray:
     """(N, D) latents → (N, S, S, 1) pixel means in [0, 1] (or logits), ``batch`` at a time."""
     z = np.asarray(z, np.float32).reshape(-1, model.latent_dim)
-    _, dec = _compiled(model)
+    _, dec = compiled(model)
     outs = [np.asarray(dec(z[i : i + batch])) for i in range(0, len(z), batch)]
     s = model.image_size
     out = np.concatenate(outs) if outs else np.zeros((0, s, s, 1), np.float32)

@@ -4,10 +4,11 @@
     python training.py sweep ... --executor ray --address HEAD:6379 --gpus-per-trial 1
 
 Each (β, seed) is one Tune trial: a function trainable that calls
-``training.train(cfg, <sweep>/<run_name>, progress=False)``, exactly what ``training.sweep`` does
-in-process, so ``latentSpace.py report`` and the notebooks read the result unchanged. The driver
-(the process that runs this module) owns ``<sweep>/sweep.json`` and prints one line per trial and
-logging interval (β, seed, step, loss), then ``training.format_sweep_table``.
+``train_fn(cfg, <sweep>/<run_name>, progress=False)`` (``training.py`` passes ``training.train``),
+exactly what the local executor does in-process, so ``latentSpace.py report`` and the notebooks
+read the result unchanged. The driver (the process that calls ``ray_sweep``) owns
+``<sweep>/sweep.json`` and prints one line per trial and logging interval (β, seed, step, loss),
+then ``sweep.format_sweep_table``.
 
 Storage: shared filesystem
     Trials write into ``<sweep>/<run_name>/`` on whichever node runs them, and the driver writes
@@ -42,14 +43,17 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import rundir
-import training
+from . import rundir
+from .config import TrainConfig, from_dict
+from .sweep import check_grid, format_sweep_table, run_name, sweep_index
 
-REPO = Path(__file__).resolve().parent
+REPO = (
+    Path(__file__).resolve().parents[1]
+)  # the repository root: workers import training.py from it
 INSTALL = '.venv/bin/pip install "ray[tune]==2.60.0"'
 CONNECT_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 20.0
@@ -187,10 +191,8 @@ def check_resources(ray, cpus_per_trial: float, gpus_per_trial: float, where: st
 
 
 # ----------------------------------------------------------------------------- the trial
-def _config(base: dict, beta: float, seed: int) -> training.TrainConfig:
-    tuples = {f.name for f in fields(training.TrainConfig) if isinstance(f.default, tuple)}
-    raw = {k: (tuple(v) if k in tuples else v) for k, v in base.items()}
-    return replace(training.TrainConfig(**raw), beta=beta, seed=seed)
+def _config(base: dict, beta: float, seed: int) -> TrainConfig:
+    return replace(from_dict(base), beta=beta, seed=seed)
 
 
 def _setup_worker(cpus: float) -> None:
@@ -219,8 +221,8 @@ def _mtime(path: Path):
         return None
 
 
-def _trial(config, runs, base, out, cwd, cpus):
-    """Tune function trainable: trains one run; reports each new history.csv row."""
+def _trial(config, runs, base, out, cwd, cpus, train_fn):
+    """Tune function trainable: trains one run with ``train_fn``; reports each new history.csv row."""
     from ray import tune
 
     if not Path(cwd).is_dir() or not Path(out).is_dir():
@@ -241,7 +243,7 @@ def _trial(config, runs, base, out, cwd, cpus):
 
     def work():
         try:
-            outcome["summary"] = training.train(cfg, run, progress=False)
+            outcome["summary"] = train_fn(cfg, run, progress=False)
         except BaseException as e:  # handed to the trial's thread below
             outcome["error"] = e
 
@@ -291,10 +293,12 @@ def _short(error) -> str:
 
 
 def ray_sweep(
-    base: training.TrainConfig,
+    base: TrainConfig,
     betas,
     seeds,
     out,
+    *,
+    train_fn,
     address: str | None = None,
     fresh: bool = False,
     gpus_per_trial: float = 0.0,
@@ -306,7 +310,10 @@ def ray_sweep(
 ) -> dict:
     """Trains every (β, seed) as a Ray Tune trial into ``out/<run_name>``; returns the sweep index.
 
-    The index and ``out/sweep.json`` have the structure of ``training.sweep``'s. ``address``:
+    ``train_fn(cfg, run_dir, progress=False) -> summary`` trains one run (``training.train``; it
+    is pickled by reference, so workers must import its module: the repository is on their
+    PYTHONPATH). The index and ``out/sweep.json`` have the structure of the local executor's
+    (``sweep.local_sweep``). ``address``:
     join that cluster (``HOST:6379``); None starts a local Ray instance with ``num_cpus`` CPUs.
     Each trial asks for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs; with 2 or more GPUs,
     ``--distribute auto`` trains it with MirroredStrategy over them. A trial whose worker dies is
@@ -319,21 +326,20 @@ def ray_sweep(
         )
     if max_failures < -1:
         raise ClusterError(f"--max-failures {max_failures}: use -1 (retry forever), 0 or more.")
-    base = base.validate()
-    for beta in betas:  # a bad β fails the whole command before anything is written
-        for seed in seeds:
-            replace(base, beta=float(beta), seed=int(seed)).validate()
+    base = check_grid(
+        base, betas, seeds
+    )  # a bad β fails the whole command before anything is written
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
 
-    index = training._sweep_index(base, betas, seeds, out)
+    index = sweep_index(base, betas, seeds, out)
     todo = [e for e in index["runs"] if e["name"] in _grid(betas, seeds)]
     todo = [e for e in todo if fresh or e["status"] != "done"]
     if not todo:
         rundir.write_json(out / "sweep.json", index)
         say(f"[ray] {out}: every run is finished; nothing to do.")
-        say(training.format_sweep_table(index))
+        say(format_sweep_table(index))
         return index
 
     ray, tune = import_ray()
@@ -362,6 +368,7 @@ def ray_sweep(
                 out=str(out),
                 cwd=os.getcwd(),
                 cpus=cpus_per_trial,
+                train_fn=train_fn,
             ),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )
@@ -402,7 +409,7 @@ def ray_sweep(
     finally:
         if started:
             ray.shutdown()
-    say(training.format_sweep_table(index))
+    say(format_sweep_table(index))
     return index
 
 
@@ -418,7 +425,7 @@ def _env(**values):
 
 
 def _grid(betas, seeds) -> set[str]:
-    return {training.run_name(b, s) for b in betas for s in seeds}
+    return {run_name(b, s) for b in betas for s in seeds}
 
 
 def _trial_name(trial) -> str:

@@ -1,6 +1,7 @@
 """Image grids, labelled frames and GIFs (imageio), all written atomically.
 
-Shared by training.py (the training GIF) and latentSpace.py (traversals, reconstructions).
+Shared by the training callbacks (the training GIF) and the latent-space figures (traversals,
+reconstructions).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rundir import atomic_path
+from .rundir import atomic_path
 
 
 def to_uint8(images) -> np.ndarray:

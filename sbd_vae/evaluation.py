@@ -1,13 +1,12 @@
-"""Loading and scoring one trained run: ``load_run``, ``check_sampler``, ``evaluate`` (metrics.json
-and the run's figures) and ``read_metrics``.
+"""Scoring one loaded run: ``score_run`` (metrics.json and the run's figures), ``read_metrics``,
+and the reconstruction error against the data's entropy floor.
 
-latentSpace.py is the public entry point and re-exports everything here; this module holds the
-per-run part so that latentSpace.py stays about sweeps, reports and the CLI.
-
-``evaluate`` runs the whole disentanglement suite of metrics.py (Higgins et al. 2017; Kim & Mnih
-2018; Chen et al. 2018; Eastwood & Williams 2018; Kumar et al. 2018; Ridgeway & Mozer 2018) on
-posterior means, with disentanglement_lib's study sample counts (Locatello et al. 2019) or the
-labelled CPU-sized "quick" counts, plus reconstruction error and KL per latent on held-out samples.
+``latentSpace.evaluate`` loads the run (``latentSpace.load_run``: the model, its config and the
+sampler of its data) and hands them to ``score_run``, which runs the whole suite of ``metrics``
+(Higgins et al. 2017; Kim & Mnih 2018; Chen et al. 2018; Eastwood & Williams 2018; Kumar et al.
+2018; Ridgeway & Mozer 2018) on posterior means, with disentanglement_lib's study sample counts
+(Locatello et al. 2019) or the labelled CPU-sized "quick" counts (``protocol.PROTOCOLS``), plus
+reconstruction error and KL per latent on held-out samples.
 
 Nothing is computed, and TensorFlow is not imported, when this module is imported.
 """
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-import rundir
-from encoding import (
+from . import rundir
+from .encoding import (
     ACTIVE_VAR,
     active_units,
     decode,
@@ -30,7 +29,7 @@ from encoding import (
     make_encode_fn,
     unit_activity,
 )
-from figures import (
+from .figures import (
     CIRCULAR_FACTORS,
     plot_factor_response,
     plot_kl_per_latent,
@@ -40,17 +39,15 @@ from figures import (
     traversal_gif,
     traversal_images,
 )
-from metrics import PROTOCOLS, compute_metrics
-from rundir import RunDirError
+from .metrics import compute_metrics
+from .metrics.registry import metric_counts
+from .protocol import PROTOCOLS, QUICK_NOTE, check_protocol
+from .rundir import RunDirError
 
 # metrics.json layout; a report re-evaluates runs whose metrics.json has another (older) schema.
 METRICS_SCHEMA = 2
-# Held-out samples for reconstruction error and active units, and the figures' sample sizes.
-EVAL_SAMPLES = {"quick": 500, "study": 2000}
-RESPONSE_BASES = {"quick": 8, "study": 32}  # factor-response plot: random bases averaged over
 GEOMETRY_BASES = 2  # latent-geometry plot: one panel per base
-QUICK_NOTE = "reduced sample counts for CPU, not comparable to published numbers"
-FIGURES = {  # <run>/figures/<file>: what evaluate() writes
+FIGURES = {  # <run>/figures/<file>: what score_run writes
     "traversals": "traversals.png",
     "traversals_gif": "traversals.gif",
     "reconstructions": "reconstructions.png",
@@ -58,125 +55,6 @@ FIGURES = {  # <run>/figures/<file>: what evaluate() writes
     "geometry": "geometry.png",
     "kl": "kl.png",
 }
-
-
-# ----------------------------------------------------------------------------- loading
-def _resume_command(cfg) -> str:
-    """The training command that resumes ``cfg``'s run: the preset plus every changed field."""
-    from dataclasses import fields
-
-    import training
-
-    base = training.PRESETS.get(cfg.preset, training.TrainConfig())
-    args = [f"--preset {cfg.preset}"]
-    for f in fields(cfg):
-        v, b = getattr(cfg, f.name), getattr(base, f.name)
-        if f.name == "preset" or (tuple(v) if isinstance(v, list) else v) == b:
-            continue
-        args.append(
-            f"--{f.name} "
-            + (" ".join(f"{x:g}" for x in v) if isinstance(v, tuple | list) else f"{v}")
-        )
-    return "python training.py train " + " ".join(args)
-
-
-def load_run(run_dir, sampler=None):
-    """(model, cfg, sampler) of a finished run directory.
-
-    ``cfg`` is the run's TrainConfig (config.json), ``model`` the final ``BetaVAE`` (model.keras,
-    loaded without its optimiser) and ``sampler`` the ``dataset.ShapesDataset`` of the run's data
-    config, or the given ``sampler`` after checking that it matches (``check_sampler``).
-    Raises RunDirError naming the file for a missing run, an unfinished run (no model.keras) and
-    a corrupt model file.
-    """
-    import training
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory")
-    cfg = training.load_config(run_dir)
-    path = run_dir / "model.keras"
-    if not path.exists():
-        raise RunDirError(
-            f"{run_dir}: the run is unfinished (no model.keras); resume it with "
-            f"`{_resume_command(cfg)} --out {run_dir}`"
-        )
-    import keras
-
-    import variationAutoEncoder  # noqa: F401  registers BetaVAE & co. for load_model
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # a truncated zip, a bad config, missing weights: all the same to us
-        raise RunDirError(
-            f"{path}: model file is corrupt or unreadable ({type(e).__name__}: {str(e)[:200]}); "
-            f"re-save it from the last checkpoint: delete it and {run_dir / 'summary.json'}, then run "
-            f"`{_resume_command(cfg)} --out {run_dir}` (add --fresh to retrain from scratch)"
-        ) from None
-    if (model.image_size, model.latent_dim) != (cfg.image_size, cfg.latent_dim):
-        raise RunDirError(
-            f"{path}: model has image_size={model.image_size}, latent_dim={model.latent_dim} but "
-            f"{run_dir / 'config.json'} says {cfg.image_size}, {cfg.latent_dim}"
-        )
-    if sampler is None:
-        sampler = training.make_dataset(cfg)
-        check_sampler(sampler, cfg, run_dir, reference=sampler)
-    else:
-        check_sampler(sampler, cfg, run_dir)
-    return model, cfg, sampler
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-    return a == b
-
-
-def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
-    """Raises ValueError unless ``sampler`` produces the data the run was trained on.
-
-    Compared: the images' size; image_size, scale_range and pos_range against the run's
-    config.json; and, where the run's data file can be opened, the factor names, factor sizes,
-    evaluation grid and render-config hash against ``reference`` (default
-    ``training.make_dataset(cfg)``). A data config recorded in summary.json (``data_config``)
-    takes precedence over both.
-    """
-    import training
-
-    where = f"{run_dir}/config.json" if run_dir else "the run's config"
-    fix = "build the sampler with training.make_dataset(training.load_config(RUN))"
-    got = sampler.config() if hasattr(sampler, "config") else {}
-    got = dict(got, factor_names=list(sampler.factor_names),
-               factor_sizes=[int(v) for v in sampler.factor_sizes])  # fmt: skip
-    want = {"image_size": cfg.image_size, "scale_range": list(cfg.scale_range),
-            "pos_range": list(cfg.pos_range)}  # fmt: skip
-    recorded = None
-    if run_dir is not None and (Path(run_dir) / "summary.json").exists():
-        summary = rundir.read_json(Path(run_dir) / "summary.json", "run summary")
-        recorded = summary.get("data_config")
-    if recorded is None and reference is not None and hasattr(reference, "config"):
-        recorded = reference.config()
-    elif recorded is None and Path(cfg.data_path).exists():
-        recorded = training.make_dataset(cfg).config()
-    if recorded:
-        for key in ("num_scales", "num_positions", "factor_names", "factor_sizes",
-                    "render_config_hash"):  # fmt: skip
-            if key in recorded:
-                want[key] = recorded[key]
-    diff = [f"{k}: sampler {got.get(k)!r}, run {v!r}" for k, v in want.items()
-            if k in got and not _same(got[k], v)]  # fmt: skip
-    probe = np.zeros((1, len(sampler.factor_sizes)), np.int64)
-    shape = tuple(np.asarray(sampler.images_from_factors(probe)).shape[1:])
-    if shape != (cfg.image_size, cfg.image_size, 1):
-        diff.append(f"image shape: sampler {shape}, run {(cfg.image_size, cfg.image_size, 1)}")
-    if diff:
-        raise ValueError(
-            f"the sampler does not match the run's data config ({where}):\n  "
-            + "\n  ".join(diff)
-            + f"\n{fix}"
-        )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -242,8 +120,9 @@ def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick"
     recon_images = sampler.images_from_factors(sampler.sample_factors(8, rng))
     paths["reconstructions"] = plot_reconstructions(model, recon_images,
                                                     out / FIGURES["reconstructions"], title)  # fmt: skip
+    bases = PROTOCOLS.get(protocol, PROTOCOLS["quick"])["response_bases"]
     paths["factor_response"] = plot_factor_response(
-        model, sampler, out / FIGURES["factor_response"], n_bases=RESPONSE_BASES.get(protocol, 8),
+        model, sampler, out / FIGURES["factor_response"], n_bases=bases,
         rng=np.random.RandomState([seed, 3]), kl=kl, title=title, progress=progress,
         activity=activity,
     )  # fmt: skip
@@ -281,10 +160,10 @@ def metric_order(names) -> list[str]:
 def _split_scores(result: dict, protocol: str) -> tuple[dict, dict, dict]:
     """compute_metrics' flat dict → (scores {metric: float}, counts {name: number}, other).
 
-    Counts are the protocol's parameters (PROTOCOLS[protocol]) and the ``num_images_*`` totals;
-    ``time_*`` entries and strings go to ``other``; every remaining number is a metric.
+    Counts are the protocol's metric counts (``registry.metric_counts``) and the ``num_images_*``
+    totals; ``time_*`` entries and strings go to ``other``; every remaining number is a metric.
     """
-    params = set(PROTOCOLS.get(protocol, {}))
+    params = set(metric_counts(protocol)) if protocol in PROTOCOLS else set()
     scores, counts, other = {}, {}, {}
     for k, v in result.items():
         if k in params or k.startswith("num_images"):
@@ -298,34 +177,36 @@ def _split_scores(result: dict, protocol: str) -> tuple[dict, dict, dict]:
     return scores, counts, other
 
 
-def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, figures=True,
-             metric_options=None) -> dict:  # fmt: skip
-    """Scores one finished run and writes ``<run>/metrics.json`` (and ``<run>/figures/``).
+def score_run(run_dir, model, cfg, sampler, protocol="study", seed=0, progress=True, figures=True,
+              metric_options=None, t_load=None) -> dict:  # fmt: skip
+    """Scores one loaded run and writes ``<run>/metrics.json`` (and ``<run>/figures/``).
 
-    - ``compute_metrics`` (metrics.py) with ``numpy.random.RandomState(seed)``: every metric of the
-      suite, on posterior means, images encoded in batches;
+    ``model``, ``cfg``, ``sampler``: the run's ``BetaVAE``, its TrainConfig and a sampler of its
+    data, as ``latentSpace.load_run`` returns them (``latentSpace.evaluate`` is this function
+    after loading). It writes:
+    - ``compute_metrics`` with ``numpy.random.RandomState(seed)``: every metric of the suite, on
+      posterior means, images encoded in batches;
     - reconstruction error (−log p(x|μ) in nats per image, and the mean squared pixel error) and the
-      KL of every latent on ``EVAL_SAMPLES[protocol]`` held-out grid samples (an independent
-      stream of the same seed); the reconstruction's excess over the data's entropy floor;
-      active units as Burda et al. (2016): Var over those samples of the posterior mean > 0.01;
+      KL of every latent on ``PROTOCOLS[protocol]["eval_samples"]`` held-out grid samples (an
+      independent stream of the same seed); the reconstruction's excess over the data's entropy
+      floor; active units as Burda et al. (2016): Var over those samples of the posterior mean > 0.01;
     - per-factor scores (``per_factor``: MIG gap and DCI test accuracy of every factor);
     - the figures of ``write_run_figures`` (unless ``figures=False``).
     The same (run, protocol, seed) gives the same numbers. ``metric_options`` are keyword options
-    of ``compute_metrics`` (``chunk``, ``dci_backend``); they are recorded in metrics.json.
+    of ``compute_metrics`` (``metrics``, ``chunk``, ``dci_backend``); they are recorded in
+    metrics.json. ``t_load``: when loading started (``time.perf_counter()``), for elapsed_s.
     Returns the dict written to metrics.json.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol {protocol!r}: choose one of {sorted(PROTOCOLS)}")
+    table = check_protocol(protocol)
     run_dir = Path(run_dir)
-    t0 = time.perf_counter()
-    model, cfg, sampler = load_run(run_dir, sampler)
-    encode_fn = make_encode_fn(model)
     t1 = time.perf_counter()
+    t0 = t1 if t_load is None else t_load
+    encode_fn = make_encode_fn(model)
     result = compute_metrics(sampler, encode_fn, np.random.RandomState(seed), protocol=protocol,
                              progress=progress, **(metric_options or {}))  # fmt: skip
     t2 = time.perf_counter()
     scores, counts, other = _split_scores(result, protocol)
-    n_eval = EVAL_SAMPLES[protocol] if protocol in EVAL_SAMPLES else EVAL_SAMPLES["study"]
+    n_eval = table["eval_samples"]
     held_out = sampler.images_from_factors(
         sampler.sample_factors(n_eval, np.random.RandomState([seed, 1]))
     )  # (n_eval, S, S, 1): a stream independent of the metrics'

@@ -1,6 +1,6 @@
 """Run-directory plumbing: atomic writes, the single-writer lock, checkpoints and history.csv.
 
-The layout (DESIGN.md) is the contract between training.py, latentSpace.py and the notebooks::
+The layout is the contract between training.py, latentSpace.py and the notebooks::
 
     runs/<name>/config.json      resolved TrainConfig, written before step 1
                 checkpoints/     ckpt-<step>.npz: model + optimiser + RNG state, atomic, last K kept

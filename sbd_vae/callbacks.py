@@ -16,8 +16,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-import imaging
-import rundir
+from . import imaging, rundir
 
 
 class _StepCallback(keras.callbacks.Callback):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-import rundir
+from . import rundir
 
 TAIL = 0.2  # the part of training whose change is checked (issue: the last 20% of steps)
 WINDOW = 0.05  # each compared window: 5% of the run, averaged

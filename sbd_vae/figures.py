@@ -1,7 +1,7 @@
 """Figures of a trained β-VAE's latent space (the batched encode/decode they use is encoding.py).
 
-latentSpace.py is the public entry point and re-exports the plotting functions here; this module holds the
-array-in, PNG-out parts so that latentSpace.py stays about evaluation and reports.
+latentSpace.py re-exports the plot_* functions and traversal_gif; this module holds the
+array-in, PNG-out parts.
 
 - ``plot_traversals`` / ``traversal_gif``: one row per latent, sorted by KL, each row decoding
   z with one coordinate swept (Higgins et al. 2017, Fig. 1; Burgess et al. 2018, Fig. 3).
@@ -13,9 +13,8 @@ array-in, PNG-out parts so that latentSpace.py stays about evaluation and report
 - ``plot_kl_per_latent``: KL(q(z_d|x) ‖ N(0, 1)) per latent and the number of active units.
 - ``plot_vs_beta``: a sweep's scores against β (mean ± sample std over seeds), β_norm on top.
 
-Plots use ``matplotlib.figure.Figure`` with the Agg canvas directly, never pyplot: no global
-backend switch (a notebook keeps its own), no figure registry to leak, nothing to close. Every
-file is written to a temporary name and renamed (``rundir.atomic_path``).
+Plots follow plotting.py: ``matplotlib.figure.Figure`` with the Agg canvas, never pyplot, every
+file written to a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -25,9 +24,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-import imaging
-import rundir
-from encoding import ACTIVE_VAR, _as_images, decode, encode, kl_per_latent, unit_activity
+from . import imaging, plotting
+from .encoding import ACTIVE_VAR, as_images, decode, encode, kl_per_latent, unit_activity
 
 # Active units follow encoding.ACTIVE_VAR (Burda et al. 2016): Var_x(E_q(z|x)[z_d]) > 0.01.
 # Factors whose grid wraps around (azimuth: 0° and 360° − step are neighbours). The metrics treat
@@ -45,16 +43,12 @@ def latent_color(d: int) -> str:
 
 
 # ----------------------------------------------------------------------------- figure plumbing
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # the Agg canvas is attached by savefig
-
-    return Figure(figsize=(width, height), dpi=100)
+_figure = plotting.figure
 
 
 def _save(fig, out) -> Path:
-    out = Path(out)
-    with rundir.atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    """``plotting.save`` at 100 dpi, then the figure is cleared (its artists freed)."""
+    out = plotting.save(fig, out, dpi=100)
     fig.clear()
     return out
 
@@ -90,7 +84,7 @@ def traversal_images(
     Returns dict(images (D, n_steps, S, S, 1), order (D,) latent index per row, kl (D,),
     values (D, n_steps) the z_d of each tile, columns [str], kl_source str, mean (D,)).
     """
-    x = _as_images(image, model.image_size)[:1]  # (1, S, S, 1)
+    x = as_images(image, model.image_size)[:1]  # (1, S, S, 1)
     mean, logvar = encode(model, x)
     mean, logvar = mean[0], logvar[0]  # (D,)
     d = model.latent_dim
@@ -224,7 +218,7 @@ def traversal_gif(
 # ----------------------------------------------------------------------------- reconstructions
 def plot_reconstructions(model, images, out, title=None) -> Path:
     """Inputs (top row) above their reconstructions decode(E[q(z|x)]) (bottom row); PNG."""
-    x = _as_images(images, model.image_size)  # (N, S, S, 1)
+    x = as_images(images, model.image_size)  # (N, S, S, 1)
     mean, _ = encode(model, x)
     recon = decode(model, mean)  # (N, S, S, 1)
     grid_img = imaging.grid(np.stack([x, recon]), pad=2, min_tile=64)

@@ -2,7 +2,8 @@
 
 Used by vae_viz.ipynb. Reads only the run-directory files (history.csv, frames/, training.gif,
 sweep.json), so it can attach to a run that another process is still writing: history.csv and the
-frames are replaced atomically, never seen half-written.
+frames are replaced atomically, never seen half-written. Plots follow plotting.py (matplotlib's
+object API, no pyplot): each function returns its Figure, which a notebook displays.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-import rundir
+from . import plotting, rundir
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]  # the repository root, where training.py lives
 
 
 def start_run(out, preset="demo", beta=4.0, seed=0, extra=(), log=None) -> subprocess.Popen:
@@ -44,12 +45,13 @@ def plot_curves(run_dirs, labels=None, out=None):
     ``run_dirs``: one path or a list; ``labels``: legend entries (default: β from config.json).
     Returns the matplotlib Figure (and writes a PNG if ``out`` is given).
     """
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     run_dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
     labels = labels or [f"β={_beta(p):g}" for p in run_dirs]
-    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(run_dirs), 1)))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(run_dirs), 1)))
+    fig = plotting.figure(13, 3.4)
+    axes = fig.subplots(1, 3)
     for path, label, colour in zip(run_dirs, labels, colours):
         rows = rundir.read_history(path)
         if not rows:
@@ -68,10 +70,9 @@ def plot_curves(run_dirs, labels=None, out=None):
 
 def plot_kl_dims(run_dir, out=None):
     """KL of every latent over steps (history.csv kl_0..kl_{D-1}): which units switch on, and when."""
-    import matplotlib.pyplot as plt
-
     rows = rundir.read_history(run_dir)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig = plotting.figure(7, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
     if rows:
         dims = sorted((k for k in rows[0] if k.startswith("kl_")), key=lambda k: int(k[3:]))
         steps = [r["step"] for r in rows]
@@ -84,7 +85,8 @@ def plot_kl_dims(run_dir, out=None):
         ylabel="KL (nats)",
         title=f"KL per latent, β={_beta(run_dir):g}",
     )
-    ax.axhline(0.01, color="grey", ls=":", lw=1)  # the active-unit threshold
+    # 0.01 nats, for reference only: active units are defined on Var_x μ_d (encoding.ACTIVE_VAR)
+    ax.axhline(0.01, color="grey", ls=":", lw=1)
     fig.tight_layout()
     return _maybe_save(fig, out)
 
@@ -114,6 +116,5 @@ def _beta(run_dir) -> float:
 
 def _maybe_save(fig, out):
     if out is not None:
-        with rundir.atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
+        plotting.save(fig, out, dpi=110)
     return fig

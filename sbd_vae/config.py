@@ -1,0 +1,241 @@
+"""Every hyperparameter of a run (``TrainConfig``), the presets, and config.json.
+
+``training.py`` re-exports all of it under the same names (``from training import TrainConfig``).
+One way to configure: a dataclass with defaults, argparse overrides (``--<field> value``), and the
+resolved config written to ``<run>/config.json`` before step 1. Validation of the model's part is
+``hparams.model_problems``, the same function ``BetaVAE`` uses.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from . import hardware, hparams, rundir
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+DISTRIBUTE = ("auto", "off", "mirrored")
+# β grid of the paper preset (128² Bernoulli pixels): a log grid from 1 to 256 plus the seed's β=102.
+PAPER_BETAS = (1, 4, 16, 64, 102, 256)
+# β grid of the study preset (32²): β_norm 0.01-0.16, around the seed's β=102 at 128² (β_norm 0.062).
+# `make study` trains it for STUDY_SEEDS (the Makefile repeats both lists on its command line).
+STUDY_BETAS = (1, 2, 4, 8, 16)
+STUDY_SEEDS = (0, 1, 2)
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a run; written to ``<run>/config.json`` before step 1."""
+
+    # data (dataset.ShapesDataset)
+    data_path: str = "data/shapes.npz"
+    image_size: int = 128
+    scale_range: tuple[float, float] = (0.35, 0.7)
+    pos_range: tuple[float, float] = (-0.2, 0.2)
+    # model (variationAutoEncoder.BetaVAE: the fields named in hparams.MODEL_ARGS)
+    latent_dim: int = 10
+    decoder: str = "sbd"  # "sbd" | "deconv"
+    channels: int = 64
+    hidden: int = 256
+    likelihood: str = "bernoulli"  # "bernoulli" | "gaussian"
+    gaussian_sigma: float = 0.1
+    # objective: Higgins β-VAE, or Burgess capacity γ·|KL − C(t)|
+    objective: str = "beta"  # "beta" | "capacity"
+    beta: float = 1.0
+    gamma: float = 1000.0
+    capacity_max: float = 25.0
+    capacity_steps: int = 100000
+    # optimisation
+    lr: float = 3e-4
+    batch_size: int = 16
+    steps: int = 100000
+    seed: int = 0
+    # "auto" (bf16 where the hardware runs it fast: hardware.resolve_precision) | "float32" |
+    # "mixed_bfloat16" | "mixed_float16" (GPU). config.json records the resolved policy.
+    precision: str = "auto"
+    distribute: str = "auto"  # "auto": MirroredStrategy if >1 GPU | "off" | "mirrored"
+    # logging, checkpoints, frames (steps)
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    frame_every: int = 1000
+    frame_images: int = 8
+    preset: str = "paper"
+
+    @property
+    def beta_norm(self) -> float:
+        """β · M / N (Higgins et al. 2017): ``hparams.beta_norm`` of this config."""
+        return hparams.beta_norm(self.beta, self.latent_dim, self.image_size)
+
+    def model_kwargs(self) -> dict:
+        """The keyword arguments of ``BetaVAE`` for this run: ``BetaVAE(**cfg.model_kwargs())``."""
+        return {name: getattr(self, name) for name in hparams.MODEL_ARGS}
+
+    def validate(self, stored: bool = False) -> TrainConfig:
+        """Checks every field; ``stored=True`` (a config.json read back) skips the checks that
+        only guard the start of a new run, so runs made before a check was added still load."""
+        hparams.check_image_size(self.image_size)
+        problems = hparams.model_problems(
+            self.decoder, self.likelihood, self.objective, self.beta, self.gaussian_sigma
+        )
+        for name, allowed in [("precision", PRECISIONS), ("distribute", DISTRIBUTE)]:
+            if getattr(self, name) not in allowed:
+                problems.append(f"--{name} {getattr(self, name)!r}: choose one of {allowed}")
+        for name in (
+            "steps",
+            "batch_size",
+            "latent_dim",
+            "channels",
+            "log_every",
+            "keep_checkpoints",
+        ):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name} {getattr(self, name)}: must be > 0")
+        if not self.lr > 0:
+            problems.append(f"--lr {self.lr}: must be > 0")
+        if self.steps % self.log_every:
+            problems.append(
+                f"--steps {self.steps} must be a multiple of --log_every {self.log_every}"
+            )
+        for name in ("checkpoint_every", "frame_every"):
+            if getattr(self, name) <= 0 or getattr(self, name) % self.log_every:
+                problems.append(
+                    f"--{name} {getattr(self, name)} must be a positive multiple of --log_every {self.log_every}"
+                )
+        if not stored and self.objective == "capacity" and self.capacity_steps > self.steps:
+            # C(t) would still be rising when the run ends: the "capacity" asked for is never reached
+            reached = self.capacity_max * self.steps / self.capacity_steps
+            problems.append(
+                f"--capacity_steps {self.capacity_steps} > --steps {self.steps}: the capacity ramp "
+                f"would end at C = {reached:.3g} nats instead of --capacity_max "
+                f"{self.capacity_max:g}; pass --capacity_steps {max(self.steps // 2, 1)} (the ramp "
+                "ends half way) or at most --steps"
+            )
+        if problems:
+            raise ValueError("invalid training config:\n  " + "\n  ".join(problems))
+        return self
+
+
+PRESETS = {
+    # Watters et al. 2019 defaults at 128²: 10 latents, 64-channel convs, Adam 3e-4. Precision
+    # "auto": bf16 only where it is fast (hardware.resolve_precision; BENCHMARKS.md, "Training").
+    # Every preset's capacity ramp (--objective capacity) ends half way through the run.
+    "paper": TrainConfig(precision="auto", capacity_steps=50000),
+    # make demo: three β at 32² on 2 CPU cores (time per run: README.md, "Two commands");
+    # reconstructions follow position and size.
+    "demo": TrainConfig(
+        image_size=32, channels=32, batch_size=32, steps=2000, log_every=50,
+        checkpoint_every=250, frame_every=100, capacity_steps=1000, precision="float32",
+        preset="demo",
+    ),
+    # The converged β study (results/study/README.md has the evidence for each setting): 32² is
+    # what a 2-core CPU affords; objects large enough (scale 0.6-0.9) that shape and pose are
+    # worth their nats; 8 000 steps of 32: in 4 000-step runs a latent could still switch on after
+    # step 3 000 (β=4).
+    "study": TrainConfig(
+        image_size=32, channels=32, batch_size=32, steps=8000, lr=5e-4, scale_range=(0.6, 0.9),
+        pos_range=(-0.1, 0.1), log_every=50, checkpoint_every=500, frame_every=250,
+        preset="study", precision="float32",
+    ),
+    # CI: seconds per run.
+    "test": TrainConfig(
+        image_size=32, latent_dim=6, channels=16, hidden=64, batch_size=16, steps=100, log_every=10,
+        checkpoint_every=20, frame_every=20, keep_checkpoints=2, frame_images=4, capacity_steps=50,
+        precision="float32", preset="test",
+    ),
+}  # fmt: skip
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    """The preset ``name`` with ``overrides`` applied, validated."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} (--preset).")
+    return replace(PRESETS[name], preset=name, **overrides).validate()
+
+
+def default_betas(image_size: int) -> list[float]:
+    """The paper grid rescaled so β_norm = β·M/N matches the 128² grid at another image size."""
+    k = (image_size / 128.0) ** 2
+    return sorted({round(max(b * k, 0.25), 3) for b in PAPER_BETAS} | {1.0})
+
+
+# ----------------------------------------------------------------------------- config.json
+def from_dict(raw: dict) -> TrainConfig:
+    """A TrainConfig from a config.json-style dict (lists where the dataclass has tuples)."""
+    tuples = {f.name for f in fields(TrainConfig) if isinstance(f.default, tuple)}
+    return TrainConfig(**{k: (tuple(v) if k in tuples else v) for k, v in raw.items()})
+
+
+def load_config(run_dir) -> TrainConfig:
+    """The TrainConfig stored in ``<run_dir>/config.json``."""
+    path = Path(run_dir) / "config.json"
+    raw = rundir.read_json(path, "run config", "re-run training.py train")
+    if not isinstance(raw, dict):
+        raise rundir.RunDirError(
+            f"{path}: run config is not a JSON object; re-run training.py train."
+        )
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise rundir.RunDirError(f"{run_dir}/config.json has unknown fields {unknown}.")
+    try:
+        return from_dict(raw).validate(stored=True)
+    except (TypeError, ValueError) as e:  # a hand-edited or damaged value
+        raise rundir.RunDirError(f"{path}: run config is invalid ({e}).") from None
+
+
+def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """config.json is written before step 1; a resume with another config is refused.
+
+    ``--precision auto`` is resolved first, so config.json records the policy the run uses. A
+    resume with "auto" keeps the run's recorded policy: "auto" asks for no particular one, and
+    switching policy half way would change the experiment. Returns the resolved config."""
+    path = out / "config.json"
+    old = None
+    if path.exists():
+        old = rundir.read_json(path, "run config", "fix it, or pass --fresh to start the run over")
+        if not isinstance(old, dict):
+            raise rundir.RunDirError(
+                f"{path}: run config is not a JSON object; fix it, or pass --fresh to start over."
+            )
+    if cfg.precision == "auto":
+        here = hardware.resolve_precision("auto")
+        stored = old.get("precision") if old is not None else None
+        if stored in PRECISIONS and stored != "auto":
+            if stored != here:
+                print(f"[train] {out}: resuming with the run's --precision {stored} ('auto' "
+                      f"would pick {here} on this machine).", file=sys.stderr)  # fmt: skip
+            here = stored
+        cfg = replace(cfg, precision=here)
+    new = asdict(cfg)
+    if old is not None:
+        # Extending a run (a larger --steps) is a resume, not a new experiment; the capacity
+        # schedule does not enter a β-VAE's loss (so a preset's new ramp does not block its runs).
+        ignore = ["steps"]
+        if old.get("objective") == new["objective"] == "beta":
+            ignore += ["gamma", "capacity_max", "capacity_steps"]
+        diff = rundir.config_diff(old, new, ignore=tuple(ignore))
+        if diff:
+            raise rundir.RunDirError(
+                f"{out} was started with another config:\n"
+                + "\n".join(diff)
+                + f"\nRe-run with the original values, use another --out, or pass --fresh to discard {out}."
+            )
+    rundir.write_json(path, new)
+    return cfg
+
+
+def resume_command(cfg: TrainConfig) -> str:
+    """The training command that resumes ``cfg``'s run: the preset plus every changed field."""
+    base = PRESETS.get(cfg.preset, TrainConfig())
+    args = [f"--preset {cfg.preset}"]
+    for f in fields(cfg):
+        v, b = getattr(cfg, f.name), getattr(base, f.name)
+        if f.name == "preset" or (tuple(v) if isinstance(v, list) else v) == b:
+            continue
+        args.append(
+            f"--{f.name} "
+            + (" ".join(f"{x:g}" for x in v) if isinstance(v, tuple | list) else f"{v}")
+        )
+    return "python training.py train " + " ".join(args)

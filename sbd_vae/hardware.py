@@ -1,0 +1,72 @@
+"""What the machine is: CPU feature flags, GPUs, the "auto" precision, and the machine in words.
+
+Every published figure names its machine (``machine()``), and ``--precision auto`` picks bf16 only
+where it is fast (``resolve_precision``; the measurements behind the rule are in BENCHMARKS.md).
+TensorFlow is imported only by the functions that ask it about GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (``avx2``, ``amx_bf16``, …); empty off Linux."""
+    if not sys.platform.startswith("linux"):
+        return set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):  # x86: one "flags : ..." line per core, all alike
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def machine() -> str:
+    """The machine in words, for every published figure: CPU model, core count and the vector
+    units that decide speed here (AMX / AVX-512 / AVX2-only), e.g.
+    "Intel(R) Xeon(R) Processor, 2 cores, AMX-BF16 + AVX-512"."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    flags = cpu_flags()
+    units = ("AMX-BF16 + AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags
+             else "AVX2-only" if "avx2" in flags else "no AVX2")  # fmt: skip
+    return f"{model}, {os.cpu_count()} cores, {units}"
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """(major, minor) CUDA compute capability of each GPU TensorFlow sees; [] on a CPU build."""
+    import tensorflow as tf
+
+    caps = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        caps.append(tuple(cc) if cc else (0, 0))
+    return caps
+
+
+def resolve_precision(requested: str) -> str:
+    """The Keras dtype policy for ``--precision requested``: itself, unless it is "auto".
+
+    "auto" is "mixed_bfloat16" only where bf16 is fast: GPUs with bf16 tensor cores (compute
+    capability ≥ 8.0, every visible GPU) or, without a GPU, a CPU with AMX-BF16. Elsewhere
+    "float32": an AVX2-only CPU runs the bf16 step far slower than float32, and an avx512_bf16
+    CPU without AMX is not measured (BENCHMARKS.md, "Training"). Tests replace ``cpu_flags`` and
+    ``gpu_compute_capabilities`` of this module (looked up at call time) to mock the hardware.
+    """
+    if requested != "auto":
+        return requested
+    caps = gpu_compute_capabilities()
+    if caps:
+        return "mixed_bfloat16" if min(caps) >= (8, 0) else "float32"
+    return "mixed_bfloat16" if "amx_bf16" in cpu_flags() else "float32"

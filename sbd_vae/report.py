@@ -1,0 +1,520 @@
+"""The report of a sweep: every finished run scored, ``<sweep>/report/`` (scores.csv, score-vs-β
+plots, index.md with Welch tests and convergence), and the README figure set.
+
+``latentSpace.report`` and ``latentSpace.figures`` are the public entry points: they pass their
+``evaluate`` (which loads a run with the repository's model and dataset classes) to the functions
+here, which otherwise only read run directories.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import rundir
+from .config import load_config
+from .convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL, run_convergence
+from .encoding import ACTIVE_VAR
+from .evaluation import FIGURES, HEADLINE, METRICS_SCHEMA, metric_order, read_metrics
+from .figures import plot_vs_beta, seed_std
+from .metrics.registry import metric_counts
+from .protocol import QUICK_NOTE
+from .rundir import RunDirError
+from .significance import ALPHA, MIN_SEEDS, compare_betas
+
+# How tables and plots name a score; scores.csv keeps the keys. "SAP" is the discrete SAP of
+# disentanglement_lib's study (Kumar et al. 2018); the continuous variant is labelled as such.
+DISPLAY = {
+    "mig": "MIG", "dci_disentanglement": "DCI disentanglement", "dci_completeness": "DCI completeness",
+    "dci_informativeness_test": "DCI informativeness", "sap_discrete": "SAP",
+    "sap_continuous": "SAP (continuous)", "modularity": "Modularity",
+    "explicitness_test": "Explicitness", "beta_vae_eval_accuracy": "BetaVAE score",
+    "factor_vae_eval_accuracy": "FactorVAE score", "active_units": "active units",
+    "recon": "recon −log p(x|μ) (nats)", "recon_excess": "recon excess over entropy floor (nats)",
+    "recon_mse": "pixel MSE", "kl_total": "total KL (nats)",
+}  # fmt: skip
+# Per-run columns of scores.csv after the metrics: reconstruction, active units, KL.
+RUN_COLUMNS = ("recon", "recon_floor", "recon_excess", "recon_mse", "active_units", "kl_total")
+
+
+def display(key: str) -> str:
+    """The table/plot name of a scores.csv column (``DISPLAY``, or the key itself)."""
+    if key.startswith("mig_"):
+        return f"MIG gap: {key[4:]}"
+    if key.startswith("informativeness_"):
+        return f"informativeness: {key[16:]}"
+    return DISPLAY.get(key, key)
+
+
+# ----------------------------------------------------------------------------- sweeps
+def sweep_runs(sweep_dir) -> list[dict]:
+    """Every run of a sweep: sweep.json's entries plus run directories found beside them.
+
+    Each dict has name, path, beta, beta_norm, seed, finished (summary.json and model.keras exist),
+    status (sweep.json's, or "done"/"unfinished") and error (if the sweep recorded one).
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise RunDirError(f"{sweep_dir}: no such sweep directory")
+    entries = {}
+    if (sweep_dir / "sweep.json").exists():
+        index = rundir.read_json(sweep_dir / "sweep.json", "sweep index",
+                                 "re-run `python training.py sweep ... --out SWEEP` to rewrite it")  # fmt: skip
+        for r in index.get("runs", []):
+            entries[r["name"]] = dict(r)
+    for d in sorted(sweep_dir.iterdir()):
+        if d.is_dir() and (d / "config.json").exists() and d.name not in entries:
+            cfg = load_config(d)
+            entries[d.name] = {"name": d.name, "beta": cfg.beta, "seed": cfg.seed,
+                               "beta_norm": cfg.beta_norm}  # fmt: skip
+    if not entries and not (sweep_dir / "sweep.json").exists():
+        raise RunDirError(
+            f"{sweep_dir}: not a sweep directory (no sweep.json and no run directories); create one "
+            "with `python training.py sweep --preset demo --betas 1 8 32 --out SWEEP`"
+        )
+    runs = []
+    for name, e in entries.items():
+        path = sweep_dir / name
+        finished = (path / "summary.json").exists() and (path / "model.keras").exists()
+        status = (
+            "done"
+            if finished
+            else (e.get("status") if e.get("status") not in (None, "done") else "unfinished")
+        )
+        runs.append(dict(name=name, path=path, beta=float(e["beta"]), seed=int(e["seed"]),
+                         beta_norm=float(e.get("beta_norm", float("nan"))), finished=finished,
+                         status=status, error=e.get("error")))  # fmt: skip
+    return sorted(runs, key=lambda r: (r["beta"], r["seed"]))
+
+
+def needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=None) -> bool:
+    """Whether metrics.json ``m`` must be re-computed: absent, of another protocol, seed, schema
+    or options, of other sample counts than the protocol's now, or missing a listed figure."""
+    import json
+
+    if m is None or m.get("protocol") != protocol or m.get("seed") != seed:
+        return True
+    if m.get("schema") != METRICS_SCHEMA:
+        return True  # written by an older evaluate (e.g. without recon_excess or per-factor scores)
+    same = json.dumps(m.get("metric_options") or {}, sort_keys=True, default=str)
+    if same != json.dumps(metric_options or {}, sort_keys=True, default=str):
+        return True
+    counts = m.get("counts") or {}
+    if any(counts.get(k) != v for k, v in metric_counts(protocol).items()):
+        return True  # the protocol's sample counts changed since: these numbers are stale
+    listed = (m.get("figures") or {}).values()
+    if figures and (not listed or not all((Path(run_dir) / f).exists() for f in listed)):
+        return True
+    return False
+
+
+def collect(
+    sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None
+) -> dict:
+    """Evaluates every finished run of the sweep that lacks metrics of ``protocol`` and ``seed``
+    (or has a corrupt metrics.json, which is re-evaluated with a warning naming it), with
+    ``evaluate(run_dir, protocol, seed, progress=..., metric_options=...)`` (latentSpace.evaluate).
+
+    Returns dict(rows [per finished, scored run], unfinished [run dicts], failed [(run, error)]).
+    """
+    runs = sweep_runs(sweep_dir)
+    rows, unfinished, failed = [], [r for r in runs if not r["finished"]], []
+    done = [r for r in runs if r["finished"]]
+    it = done
+    if progress and done:
+        from tqdm.auto import tqdm
+
+        it = tqdm(done, desc="report", unit="run")
+    for r in it:
+        try:
+            try:
+                m = read_metrics(r["path"])
+            except RunDirError as e:
+                print(f"warning: {e}; re-evaluating", file=sys.stderr)
+                m = None
+            if needs_evaluation(m, protocol, seed, r["path"], metric_options=metric_options):
+                m = evaluate(r["path"], protocol, seed, progress=progress,
+                             metric_options=metric_options)  # fmt: skip
+            summary = rundir.read_json(r["path"] / "summary.json", "run summary")
+            rows.append({"run": r, "metrics": m, "summary": summary,
+                         "convergence": run_convergence(r["path"])})  # fmt: skip
+        except (RunDirError, ValueError, OSError) as e:
+            failed.append((r, str(e)))
+            print(f"warning: {r['name']} could not be evaluated: {e}", file=sys.stderr)
+    return dict(rows=rows, unfinished=unfinished, failed=failed, runs=runs)
+
+
+def per_factor_columns(rows) -> list[str]:
+    """``mig_<factor>`` then ``informativeness_<factor>`` for every factor the runs were scored on."""
+    names = []
+    for row in rows:
+        for score in (row["metrics"].get("per_factor") or {}).values():
+            names += [n for n in score if n not in names]
+    pf = [row["metrics"].get("per_factor") or {} for row in rows]
+    return [f"{kind}_{n}" for kind in ("mig", "informativeness") for n in names
+            if any(n in (p.get(kind) or {}) for p in pf)]  # fmt: skip
+
+
+def score_table(rows) -> tuple[list[str], list[dict]]:
+    """(columns, records) of scores.csv: one record per (β, seed).
+
+    Columns: run, beta, beta_norm, seed (training), eval_seed (metric RNG), protocol, every metric,
+    per-factor scores (``mig_<f>``: the factor's MIG gap; ``informativeness_<f>``: DCI test
+    accuracy of predicting it from the whole code), RUN_COLUMNS, kl_0 … kl_{D-1}, then the run's
+    training facts: steps, convergence (``converged``, ``loss_change``, ``kl_change_max``: see
+    convergence.py), train_seconds and machine."""
+    metric_names = metric_order({k for row in rows for k in row["metrics"]["metric_names"]})
+    factor_cols = per_factor_columns(rows)
+    dims = max((len(row["metrics"].get("kl_per_latent") or []) for row in rows), default=0)
+    cols = ["run", "beta", "beta_norm", "seed", "eval_seed", "protocol", *metric_names,
+            *factor_cols, *RUN_COLUMNS, *[f"kl_{i}" for i in range(dims)], "steps", "converged",
+            "loss_change", "kl_change_max", "train_seconds", "machine"]  # fmt: skip
+    records = []
+    for row in rows:
+        m, r = row["metrics"], row["run"]
+        rec = {"run": r["name"], "beta": m.get("beta", r["beta"]), "seed": r["seed"],
+               "beta_norm": m.get("beta_norm", r["beta_norm"]), "eval_seed": m.get("seed"),
+               "protocol": m["protocol"]}  # fmt: skip
+        rec.update({k: m.get(k, float("nan")) for k in metric_names})
+        pf = m.get("per_factor") or {}
+        for c in factor_cols:
+            kind, name = c.split("_", 1)
+            rec[c] = (pf.get(kind) or {}).get(name, float("nan"))
+        rec.update({k: m.get(k, float("nan")) for k in RUN_COLUMNS})
+        rec.update({f"kl_{i}": v for i, v in enumerate(m.get("kl_per_latent") or [])})
+        conv = row.get("convergence") or {}
+        summary = row.get("summary") or {}
+        rec.update(
+            steps=m.get("step"), converged=conv.get("converged"),
+            loss_change=conv.get("loss_change", float("nan")),
+            kl_change_max=max((abs(v) for v in conv.get("kl_change") or []), default=float("nan")),
+            train_seconds=summary.get("train_seconds", float("nan")),
+            machine=summary.get("machine", "unknown"),
+        )  # fmt: skip
+        records.append(rec)
+    return cols, records
+
+
+def _fmt(v) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _md_table(cols, records) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in records]
+    return "\n".join(lines)
+
+
+# report/<file> of each plot; index.md links them in this order.
+PLOTS = {
+    "scores": "scores_vs_beta.png",
+    "factors": "factors_vs_beta.png",
+    "recon": "recon_vs_beta.png",
+    "active": "active_units_vs_beta.png",
+}
+PLOT_TITLES = {
+    "scores": "Scores vs β",
+    "factors": "Per-factor scores vs β",
+    "recon": "Reconstruction vs β",
+    "active": "Active units vs β",
+}
+# The index's summary table and significance tests: these columns, mean ± std over seeds.
+SUMMARY_EXTRA = ("recon", "recon_excess", "active_units", "kl_total")
+
+
+def report(
+    sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None
+) -> Path:
+    """Evaluates what is missing in a sweep (with ``evaluate``, see ``collect``) and writes
+    ``<sweep>/report/``; returns its path.
+
+    report/scores.csv         one row per (β, seed): see ``score_table``
+    report/scores_vs_beta.png every metric against β (β_norm on top): mean ± sample std over seeds
+    report/factors_vs_beta.png per-factor MIG gap and informativeness against β
+    report/recon_vs_beta.png, report/active_units_vs_beta.png
+    report/index.md           the tables (mean ± std over seeds), Welch tests between β
+                              (significance.py), each run's convergence (convergence.py), the
+                              plots, and per β the traversals, factor response, geometry and
+                              training GIF of the run (relative links)
+    Unfinished runs are skipped and listed (stdout and index.md); a sweep with no finished run
+    still gets an index.md saying so. ``protocol="quick"`` is labelled in every plot and table.
+    """
+    return _report(sweep_dir, evaluate, protocol, seed, progress, metric_options)[0]
+
+
+def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None):
+    sweep_dir = Path(sweep_dir)
+    res = collect(sweep_dir, evaluate, protocol, seed, progress, metric_options)
+    out = sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    cols, records = score_table(res["rows"])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in rec.items()})
+    rundir.write_text(out / "scores.csv", buf.getvalue())
+
+    label = f"protocol: {protocol}" + (f" ({QUICK_NOTE})" if protocol == "quick" else "")
+    metric_names = metric_order({k for row in res["rows"] for k in row["metrics"]["metric_names"]})
+    factor_cols = per_factor_columns(res["rows"])
+    plots = {}
+    for stale in PLOTS.values():
+        (out / stale).unlink(missing_ok=True)  # never show plots of an earlier state
+    if records:
+        labels = {k: display(k) for k in cols}
+        head = f"{sweep_dir.name}: {{}} vs β\n{label}"
+        plots["scores"] = plot_vs_beta(records, metric_names, out / PLOTS["scores"],
+                                       head.format("disentanglement scores"), labels)  # fmt: skip
+        if factor_cols:
+            plots["factors"] = plot_vs_beta(
+                records, factor_cols, out / PLOTS["factors"],
+                head.format("per-factor scores (which factors each β keeps)"), labels,
+            )  # fmt: skip
+        plots["recon"] = plot_vs_beta(records, ["recon", "recon_excess", "recon_mse"],
+                                      out / PLOTS["recon"],
+                                      head.format("reconstruction (decoded from the posterior mean)"),
+                                      labels)  # fmt: skip
+        labels["active_units"] = f"active units (Var_x μ_d > {ACTIVE_VAR:g}, Burda et al. 2016)"
+        plots["active"] = plot_vs_beta(records, ["active_units", "kl_total"], out / PLOTS["active"],
+                                       head.format("active units and total KL"), labels)  # fmt: skip
+    rundir.write_text(out / "index.md", _index_md(sweep_dir, res, cols, records, metric_names,
+                                                  protocol, seed, label, plots))  # fmt: skip
+    if not records:
+        print(f"[report] {sweep_dir}: no finished runs yet, nothing to score "
+              f"({len(res['runs'])} run(s) listed)")  # fmt: skip
+    if progress:
+        print(f"[report] {len(records)} scored run(s), {len(res['unfinished'])} unfinished, "
+              f"{len(res['failed'])} failed → {out}/index.md")  # fmt: skip
+        for r in res["unfinished"]:
+            print(f"[report] unfinished (skipped): {r['name']} ({r['status']})")
+        for row in res["rows"]:  # the convergence check, printed as well as in index.md
+            c = row.get("convergence") or {}
+            if not c.get("converged"):
+                print(f"[report] still moving over the last 20% of steps: {row['run']['name']}: "
+                      f"{c.get('note', '')}")  # fmt: skip
+    return out, res, records
+
+
+def _aggregate(records, keys) -> list[dict]:
+    """One row per β: β, β_norm, number of seeds, and "mean ± sample std" of every key."""
+    out = []
+    for b in sorted({r["beta"] for r in records}):
+        rs = [r for r in records if r["beta"] == b]
+        row = {"β": f"{b:g}", "β_norm": f"{rs[0]['beta_norm']:.3g}", "seeds": str(len(rs))}
+        for k in keys:
+            v = np.array([r.get(k, np.nan) for r in rs], float)
+            row[display(k)] = (
+                f"{np.nanmean(v):.3f} ± {seed_std(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
+            )
+        out.append(row)
+    return out
+
+
+def _significance_md(records, keys) -> list[str]:
+    """The Welch-test section: per key, which β has the highest mean and which β it beats."""
+    lines = ["## Which differences are real", "",
+             f"Welch's t-test over seeds between the β with the highest mean and every other β; "
+             f"a difference is called real only at p < {ALPHA:g}, and no comparison is made with "
+             f"fewer than {MIN_SEEDS} seeds at a β. p-values are per pair, not corrected for the "
+             "number of pairs.", ""]  # fmt: skip
+    comparisons = [compare_betas(records, k) for k in keys]
+    if comparisons and not any(c["comparable"] for c in comparisons if c["best"] is not None):
+        return [
+            *lines,
+            f"**No comparison can be made**: {comparisons[0]['statement'].split(': ', 1)[1]}.",
+        ]
+    for k, c in zip(keys, comparisons):
+        if c["best"] is None:
+            continue
+        lines.append(f"- **{display(k)}**: {c['statement'].split(': ', 1)[1]}")
+        if c["tests"]:
+            lines[-1] += (
+                " (" + ", ".join(f"vs β={b:g}: p={t['p']:.2g}" for b, t in c["tests"].items()) + ")"
+            )
+    return lines
+
+
+def _convergence_md(rows) -> list[str]:
+    """The convergence table: per run, the change of the loss and of the KL over the last 20%."""
+    moving = [row for row in rows if not (row.get("convergence") or {}).get("converged")]
+    lines = ["## Convergence", "",
+             f"Change over the last {TAIL:.0%} of steps (mean of the last 5% of the run against "
+             f"the 5% before the tail): a run is still moving when its loss changed by more than "
+             f"{LOSS_TOL:.0%} or a latent's KL by more than max({KL_TOL_NATS:g} nats, "
+             f"{KL_TOL_REL:.0%})."]  # fmt: skip
+    lines += ["", f"**{len(moving)} of {len(rows)} run(s) still moving.**" if moving
+              else f"All {len(rows)} runs settled.", ""]  # fmt: skip
+    table = []
+    for row in sorted(rows, key=lambda r: (r["run"]["beta"], r["run"]["seed"])):
+        c = row.get("convergence") or {}
+        kc = c.get("kl_change") or []
+        top = int(np.argmax(np.abs(kc))) if kc else None
+        table.append({
+            "run": row["run"]["name"], "steps": str(c.get("steps", "-")),
+            "loss change": f"{100 * c['loss_change']:+.2f}%" if "loss_change" in c else "-",
+            "largest KL change": f"z{top} {kc[top]:+.3f}" if top is not None else "-",
+            "KL change per latent (z0 …)": " ".join(f"{v:+.2f}" for v in kc) or "-",
+            "status": "settled" if c.get("converged") else f"**moving**: {c.get('note', '')}",
+        })  # fmt: skip
+    return lines + [
+        _md_table(
+            [
+                "run",
+                "steps",
+                "loss change",
+                "largest KL change",
+                "KL change per latent (z0 …)",
+                "status",
+            ],
+            table,
+        )  # fmt: skip
+    ]
+
+
+def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots) -> str:
+    name = sweep_dir.name
+    lines = [f"# Sweep report: {name}", "",
+             f"Written by `python latentSpace.py report {sweep_dir} --protocol {protocol}` "
+             f"(metric seed {seed}). **{label}.**", "",
+             f"{len(records)} of {len(res['runs'])} run(s) scored."]  # fmt: skip
+    if not res["runs"] or not records:
+        lines += ["", "**No finished runs yet: nothing to score.** Finish the sweep with "
+                  f"`python training.py sweep ... --out {sweep_dir}` and re-run the report."]  # fmt: skip
+    if res["unfinished"]:
+        lines += ["", "## Unfinished runs (skipped)", ""]
+        for r in res["unfinished"]:
+            err = f": {r['error']}" if r.get("error") else ""
+            lines.append(f"- `{r['name']}` (β={r['beta']:g}, seed {r['seed']}): {r['status']}{err}")
+    if res["failed"]:
+        lines += ["", "## Runs that could not be evaluated", ""]
+        lines += [f"- `{r['name']}`: {e}" for r, e in res["failed"]]
+    if records:
+        shown = [m for m in metric_names if m in HEADLINE] or metric_names
+        factor_cols = [c for c in cols if c.startswith(("mig_", "informativeness_"))]
+        lines += ["", f"## Scores (mean ± sample std over seeds; {protocol})", "",
+                  _md_table(["β", "β_norm", "seeds", *map(display, shown), *map(display, SUMMARY_EXTRA)],
+                            _aggregate(records, [*shown, *SUMMARY_EXTRA])),
+                  "", "SAP is the discrete SAP of disentanglement_lib's study; SAP (continuous) is "
+                  "the squared-correlation variant. recon is −log p(x|μ) in nats per image, decoded "
+                  "from the posterior mean; its excess is over the data's own entropy floor "
+                  "(the Bernoulli entropy of the grey target pixels). Active units: Burda et al. "
+                  f"(2016), Var_x μ_d > {ACTIVE_VAR:g} on the held-out images."]  # fmt: skip
+        if factor_cols:
+            lines += ["", "### Per factor (mean ± sample std over seeds)", "",
+                      "MIG gap of each factor (0: no single latent owns it) and informativeness "
+                      "(DCI test accuracy of predicting it from the whole code; chance is 1 over "
+                      "its number of values).", "",
+                      _md_table(["β", "seeds", *map(display, factor_cols)],
+                                _aggregate(records, factor_cols))]  # fmt: skip
+        lines += ["", *_significance_md(records, [*shown, *SUMMARY_EXTRA])]
+        lines += ["", *_convergence_md(res["rows"])]
+        lines += ["", "Per run: [scores.csv](scores.csv)", ""]
+        for key, path in plots.items():
+            lines += [
+                f"### {PLOT_TITLES[key]}",
+                "",
+                f"![{PLOT_TITLES[key]}]({Path(path).name})",
+                "",
+            ]
+        lines += ["## Per β", ""]
+        for b in sorted({r["beta"] for r in records}):
+            rs = sorted([row for row in res["rows"] if row["run"]["beta"] == b],
+                        key=lambda row: row["run"]["seed"])  # fmt: skip
+            run = rs[0]["run"]
+            rel = f"../{run['name']}"
+            other = ", ".join(
+                f"[{row['run']['name']}](../{row['run']['name']}/figures/)" for row in rs[1:]
+            )
+            lines += [f"### β = {b:g} (β_norm = {run['beta_norm']:.3g}), run `{run['name']}`", ""]
+            if other:
+                lines += [f"Other seeds: {other}", ""]
+            for fig_key, caption in (("traversals", "latent traversals"),
+                                     ("factor_response", "factor response"),
+                                     ("geometry", "latent geometry")):  # fmt: skip
+                if (run["path"] / "figures" / FIGURES[fig_key]).exists():
+                    lines += [f"![{caption}]({rel}/figures/{FIGURES[fig_key]})", ""]
+            lines += [f"![training]({rel}/training.gif) ![traversal animation]"
+                      f"({rel}/figures/{FIGURES['traversals_gif']})", ""]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- README figures
+# The seed's own figures contrast β=1 with β=102 at 128² (10 latents): β_norm = β·M/N ≈ 0.062.
+SEED_CONTRAST_BETA_NORM = 102 * 10 / 128**2
+
+
+def _pick_betas(records) -> tuple[float, float]:
+    """(the lowest β, the β whose β_norm is closest to the seed's β=102 at 128²): the seed's
+    contrast at any image size. Chosen from the grid alone, never from the scores."""
+    betas = sorted({r["beta"] for r in records})
+    norm = {r["beta"]: r["beta_norm"] for r in records}
+    high = min(betas[1:] or betas, key=lambda b: abs(norm[b] - SEED_CONTRAST_BETA_NORM))
+    return betas[0], high
+
+
+def readme_figures(
+    sweep_dir, evaluate, out="img", protocol=None, seed=0, progress=True, metric_options=None
+) -> dict:
+    """The README figure set of one sweep: the seed's contrast, the lowest β against the β nearest
+    the seed's β=102 in β_norm (``_pick_betas``), from each β's lowest seed:
+
+        <out>/training_beta{b}.gif, traversals_beta{b}.png, factor_response_beta{b}.png,
+        geometry_beta{b}.png, and the report's plots: <out>/scores_vs_beta.png,
+        factors_vs_beta.png, active_units_vs_beta.png, recon_vs_beta.png
+
+    Runs the report first (evaluating what is missing with ``evaluate``). ``protocol=None`` reuses the protocol of
+    the metrics already in the sweep (quick if there are none). Returns {file name: path}.
+    """
+    sweep_dir, out = Path(sweep_dir), Path(out)
+    if protocol is None:
+        found = set()
+        for r in sweep_runs(sweep_dir):
+            try:
+                m = read_metrics(r["path"]) if r["finished"] else None
+            except RunDirError:
+                m = None
+            if m:
+                found.add(m["protocol"])
+        if len(found) > 1:
+            raise ValueError(
+                f"{sweep_dir} has metrics of several protocols {sorted(found)}; pass --protocol"
+            )
+        protocol = found.pop() if found else "quick"
+    rep, res, records = _report(sweep_dir, evaluate, protocol, seed, progress, metric_options)
+    if not records:
+        raise RunDirError(
+            f"{sweep_dir}: no finished run to make figures from; finish the sweep first"
+        )
+    ref, best = _pick_betas(records)
+    written = {}
+    for b in dict.fromkeys([ref, best]):
+        run = min(
+            (row["run"] for row in res["rows"] if row["run"]["beta"] == b), key=lambda r: r["seed"]
+        )
+        src = run["path"]
+        for name, path in ((f"training_beta{b:g}.gif", src / "training.gif"),
+                           (f"traversals_beta{b:g}.png", src / "figures" / FIGURES["traversals"]),
+                           (f"factor_response_beta{b:g}.png", src / "figures" / FIGURES["factor_response"]),
+                           (f"geometry_beta{b:g}.png", src / "figures" / FIGURES["geometry"])):  # fmt: skip
+            if path.exists():
+                rundir.write_bytes(out / name, path.read_bytes())
+                written[name] = out / name
+    for name in PLOTS.values():
+        if (rep / name).exists():
+            rundir.write_bytes(out / name, (rep / name).read_bytes())
+            written[name] = out / name
+    written["betas"] = {"reference": ref, "contrast": best, "protocol": protocol}
+    if progress:
+        print(f"[figures] β={ref:g} against β={best:g} ({protocol}) → {out}: "
+              + ", ".join(k for k in written if k != "betas"))  # fmt: skip
+    return written

@@ -1,0 +1,164 @@
+"""A β × seed sweep: the grid and its check, ``<sweep>/sweep.json``, publishing finished runs, and
+the local executor.
+
+Both executors (``local_sweep`` here, ``sweep_ray.ray_sweep`` on Ray Tune) check the grid with
+``check_grid``, keep ``sweep.json`` with ``sweep_index`` and receive the function that trains one
+run as ``train_fn(cfg, out, fresh=..., progress=...) -> summary dict`` (``training.train``), so
+this package never imports the training module. ``training.sweep`` is the public entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from . import rundir
+from .config import TrainConfig
+
+# What a results folder keeps of a finished run: enough to evaluate, plot and resume nothing.
+PUBLISHED_FILES = ("config.json", "summary.json", "history.csv", "training.gif", "model.keras")
+
+
+def run_name(beta: float, seed: int) -> str:
+    return f"beta{beta:g}_seed{seed}"
+
+
+def check_grid(base: TrainConfig, betas, seeds) -> TrainConfig:
+    """Validates ``base`` with every (β, seed) of the grid: a bad β fails the whole command before
+    anything is written. Returns the validated ``base``."""
+    base = base.validate()
+    for beta in betas:
+        for seed in seeds:
+            replace(base, beta=float(beta), seed=int(seed)).validate()
+    return base
+
+
+def finished_at(run_dir: Path) -> int:
+    """The step a run's summary.json says it finished at; 0 when unfinished or unreadable."""
+    try:
+        return int(rundir.read_json(run_dir / "summary.json", "run summary").get("step") or 0)
+    except (rundir.RunDirError, OSError, ValueError, AttributeError):
+        return 0
+
+
+def sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
+    """The sweep.json of this grid: one entry per (β, seed), seed-major, "done" when its run
+    finished at ``base.steps`` or later; entries of an earlier, wider grid are kept."""
+    old = {}
+    if (out / "sweep.json").exists():
+        old = {r["name"]: r for r in rundir.read_json(out / "sweep.json", "sweep index")["runs"]}
+    runs = []
+    for seed in seeds:
+        for beta in betas:
+            name = run_name(beta, seed)
+            done = finished_at(out / name) >= base.steps
+            entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
+            entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
+            entry["status"] = "done" if done else "pending"
+            runs.append(entry)
+    names = {r["name"] for r in runs}
+    runs += [r for n, r in old.items() if n not in names]  # keep runs of an earlier, wider grid
+    return {"preset": base.preset, "base_config": asdict(base), "runs": runs}
+
+
+def format_sweep_table(index: dict) -> str:
+    def num(r, k):
+        return f"{r[k]:.2f}" if isinstance(r.get(k), float) else "-"
+
+    head = f"{'run':<22}{'β':>8}{'β_norm':>9}{'seed':>6}  {'status':<8}{'loss':>10}{'recon':>10}{'kl':>8}"
+    lines = [head]
+    for r in index["runs"]:
+        lines.append(
+            f"{r['name']:<22}{r['beta']:>8g}{r['beta_norm']:>9.4f}{r['seed']:>6}  {r['status']:<8}"
+            f"{num(r, 'loss'):>10}{num(r, 'recon'):>10}{num(r, 'kl'):>8}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- publishing
+def is_published(dest: Path, steps: int) -> bool:
+    """``dest`` holds every published file of a run finished at ``steps`` or later (a run
+    published at fewer steps is extended: ``--steps`` may grow, as in ``train``)."""
+    return all((dest / n).exists() for n in PUBLISHED_FILES) and finished_at(dest) >= steps
+
+
+def publish_run(run_dir, dest, save_model=shutil.copy2) -> Path:
+    """Copy a finished run's ``PUBLISHED_FILES`` into ``dest`` (a folder named as the run), the
+    model with ``save_model(src, dst)`` (``training.save_without_optimizer``: the model without its
+    optimizer state; the default copies the file as it is).
+
+    Written to a temporary sibling folder, then renamed: a killed copy leaves no half run."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    missing = [n for n in PUBLISHED_FILES if not (run_dir / n).exists()]
+    if missing:
+        raise rundir.RunDirError(f"{run_dir}: cannot publish an unfinished run (no {missing}).")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in PUBLISHED_FILES:
+        if name == "model.keras":
+            save_model(run_dir / name, tmp / name)
+        else:
+            shutil.copy2(run_dir / name, tmp / name)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+# ----------------------------------------------------------------------------- local executor
+def local_sweep(
+    base: TrainConfig,
+    betas,
+    seeds,
+    out,
+    *,
+    train_fn,
+    fresh=False,
+    progress=True,
+    publish=None,
+    save_model=shutil.copy2,
+) -> dict:
+    """Trains every (β, seed) sequentially with ``train_fn`` into ``out/<run_name>``; keeps
+    ``out/sweep.json`` current; publishes with ``publish_run(..., save_model)``; see
+    ``training.sweep``."""
+    check_grid(base, betas, seeds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = sweep_index(base, betas, seeds, out)
+    published = Path(publish) if publish is not None else None
+    for entry in index["runs"]:
+        if (
+            published is not None
+            and not fresh
+            and is_published(published / entry["name"], base.steps)
+        ):
+            entry["status"] = "done"
+            continue
+        if entry["status"] == "done" and not fresh:
+            if published is not None:
+                publish_run(out / entry["name"], published / entry["name"], save_model)
+            continue
+        entry["status"] = "running"
+        rundir.write_json(out / "sweep.json", index)
+        cfg = replace(base, beta=entry["beta"], seed=entry["seed"])
+        try:
+            summary = train_fn(cfg, out / entry["name"], fresh=fresh, progress=progress)
+            entry.update(
+                status="done", loss=summary["loss"], recon=summary["recon"], kl=summary["kl"]
+            )
+            if published is not None:
+                publish_run(out / entry["name"], published / entry["name"], save_model)
+        except (rundir.NonFiniteLoss, rundir.RunDirError, ValueError) as e:
+            entry.update(status="failed", error=str(e))
+            print(f"[sweep] {entry['name']} failed: {e}", file=sys.stderr)
+        rundir.write_json(out / "sweep.json", index)
+    if published is not None:
+        rundir.write_json(published / "sweep.json", index)
+    if progress:
+        print(format_sweep_table(index))
+    return index
