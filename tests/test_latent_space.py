@@ -1,6 +1,7 @@
 """latentSpace.py / sbd_vae/figures.py on real `test`-preset runs trained on a real bpy render:
 every figure, evaluate (quick, deterministic), the sweep report, the README figure set, bad input."""
 
+import csv
 import json
 import math
 import shutil
@@ -305,3 +306,22 @@ def test_metrics_json_records_the_protocol(run):
     assert "mig" in m["per_factor"]  # FAST skips DCI, whose accuracies give "informativeness"
     assert set(m["per_factor"]["mig"]) == set(grid["factor_names"])
     assert np.mean(list(m["per_factor"]["mig"].values())) == pytest.approx(m["mig"])
+
+
+def test_a_registered_metric_reaches_metrics_json_and_scores_csv(sweep, monkeypatch):
+    """A new metric is one registry entry: evaluate records it and the report's scores.csv has
+    its column (run last: it re-scores the sweep with other metric options)."""
+    from sbd_vae.metrics import Metric, registry
+
+    def spread(data, seed):  # the mean standard deviation of the shared train codes
+        return {"dummy_spread": float(data.codes["train"].std(axis=0).mean())}
+
+    monkeypatch.setitem(registry.REGISTRY, "dummy", Metric("dummy", spread))
+    opts = {"metrics": ["mig", "dummy"]}
+    out = ls.report(sweep, "quick", progress=False, metric_options=opts)
+    m = ls.read_metrics(sweep / "beta1_seed0")
+    assert "dummy_spread" in m["metric_names"] and m["dummy_spread"] > 0
+    with open(out / "scores.csv") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert float(rows["beta1_seed0"]["dummy_spread"]) == pytest.approx(m["dummy_spread"], rel=1e-5)
+    assert float(rows["beta4_seed0"]["dummy_spread"]) > 0

@@ -235,3 +235,45 @@ def test_compute_metrics_quick_is_reproducible_and_scores_identity():
         assert min(a["per_factor"][kind].values()) > 0.9
     # a metric's number does not depend on which other metrics run
     assert run(0, ["factor_vae"])["factor_vae_eval_accuracy"] == a["factor_vae_eval_accuracy"]
+
+
+# ------------------------------------------------------------------ the registry
+def _code_spread(data, seed):
+    """A dummy metric on the shared train codes: the mean standard deviation of the code."""
+    return {"dummy_spread": float(data.codes["train"].std(axis=0).mean()), "dummy_seed": seed}
+
+
+def _own_sample(sampler, rng, counts, active):
+    """A dummy that draws its own factor set (as BetaVAE and FactorVAE do)."""
+    return {"pool": np.asarray(sampler.sample_factors(counts["num_test"], rng))}, {}
+
+
+def _own_score(data, seed):
+    return {"dummy_own": float(np.abs(data.codes["pool"]).mean())}
+
+
+def test_a_registered_metric_runs_in_compute_metrics(monkeypatch):
+    """One registry entry is all compute_metrics needs; registering metrics moves no earlier number
+    (their streams are appended after the published ones)."""
+    from sbd_vae.metrics import Metric, registry
+
+    s = GridSampler()
+    enc = Encoder(s, "identity")
+    before = compute_metrics(s, enc, np.random.RandomState(0), "quick", progress=False)
+    monkeypatch.setitem(registry.REGISTRY, "dummy", Metric("dummy", _code_spread))
+    own = Metric("dummy_own", _own_score, counts=("num_test",), sample=_own_sample)
+    monkeypatch.setitem(registry.REGISTRY, "dummy_own", own)
+    after = compute_metrics(s, enc, np.random.RandomState(0), "quick", progress=False)
+    assert after["dummy_spread"] > 1 and after["dummy_own"] > 0 and "time_dummy_s" in after
+    assert registry.streams()[-3:] == ["dummy", "dummy_own_data", "dummy_own"]
+    strip = lambda d: {k: v for k, v in d.items() if not k.startswith(("time_", "num_images"))}  # noqa: E731
+    assert {k: v for k, v in strip(after).items() if k in before} == strip(before)
+    alone = compute_metrics(s, enc, np.random.RandomState(0), "quick", ["dummy"], progress=False)
+    assert alone["dummy_spread"] == after["dummy_spread"]
+    assert alone["dummy_seed"] == after["dummy_seed"]  # its own stream, whatever else runs
+    with pytest.raises(ValueError, match="unknown metrics"):
+        compute_metrics(s, enc, np.random.RandomState(0), "quick", ["nope"], progress=False)
+    needy = Metric("needy", _code_spread, counts=("num_things",))
+    monkeypatch.setitem(registry.REGISTRY, "needy", needy)
+    with pytest.raises(ValueError, match=r"num_things.*protocol\.py"):
+        compute_metrics(s, enc, np.random.RandomState(0), "quick", ["needy"], progress=False)

@@ -210,3 +210,28 @@ def test_mixed_bfloat16_model_keras_reloads(tmp_path):
     for a, b in zip(model.trainable_variables, loaded.trainable_variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert loaded.encode(x)[0].dtype == "float32"
+
+
+def test_the_hyperparameters_are_listed_once():
+    """BetaVAE's constructor, its saved config and TrainConfig.model_kwargs() all follow
+    hparams.MODEL_ARGS, and β is refused with one message by the model and the config."""
+    import inspect
+
+    from sbd_vae.config import TrainConfig
+    from sbd_vae.hparams import MODEL_ARGS, beta_problem
+
+    params = [
+        n for n in inspect.signature(BetaVAE.__init__).parameters if n not in ("self", "kwargs")
+    ]
+    assert params == list(MODEL_ARGS)
+    cfg = TrainConfig(
+        image_size=32, latent_dim=3, channels=8, hidden=16, decoder="deconv", beta=2.0
+    )
+    model = BetaVAE(**cfg.model_kwargs())
+    assert {k: v for k, v in model.get_config().items() if k != "name"} == cfg.model_kwargs()
+    why = beta_problem(-1.0)
+    with pytest.raises(ValueError) as from_model:
+        BetaVAE(beta=-1.0)
+    with pytest.raises(ValueError) as from_config:
+        TrainConfig(beta=-1.0).validate()
+    assert why in str(from_model.value) and why in str(from_config.value)
