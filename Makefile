@@ -15,7 +15,7 @@ setup:
 data: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
 
-## demo: render the shapes, a sample sheet, a 3-β demo sweep and its report (≈15 min on 2 cores)
+## demo: render the shapes, a sample sheet, a 3-β demo sweep and its report (time: README.md)
 demo: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
 	$(PY) dataset.py sheet --data $(DATA) --out img/samples.png

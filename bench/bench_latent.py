@@ -11,7 +11,7 @@ throughput, encoder passes per protocol, and the suite's wall time against its e
 - image generation img/s: ``ShapesDataset.images_from_factors`` (the on-the-fly warp);
 - ``quick`` and ``study``: ``compute_metrics`` on that model and the real sampler, timed;
   passes = images encoded; ratio = wall / (passes ÷ raw img/s), goal ≤ 1.3. ``--quick`` runs
-  ``quick`` at a quarter of its counts and skips the measured ``study`` run (≈ 12 min here);
+  ``quick`` at a quarter of its counts and skips the measured ``study`` run (its time: BENCHMARKS.md, "Metric suite");
 - the same suite extrapolated, as a check: the metric maths timed on a stand-in (a sampler whose
   "images" are the factors and an encoder that is a fixed random linear map plus noise: same
   passes, same sample counts, no convolutions), plus the measured encoder and image-generation
@@ -119,7 +119,7 @@ def run(quick: bool = False) -> str:
     model, cfg, sampler = trained_model()
 
     # raw encoder: compiled, resident batches of 256, no Python-side slicing or conversion;
-    # latentSpace's encode_fn (numpy in, numpy out, 256 per call) on the same images
+    # the metrics' encode_fn (numpy in, numpy out, 256 per call) on the same images
     rng = np.random.RandomState(0)
     factors = sampler.sample_factors(1024, rng)
     x = sampler.images_from_factors(factors)  # (1024, 128, 128, 1)
@@ -145,7 +145,7 @@ def run(quick: bool = False) -> str:
     finally:
         metrics.PROTOCOLS["quick"] = saved
     study = None
-    if not quick:  # the study protocol for real (≈ 12 min here)
+    if not quick:  # the study protocol for real (its time: BENCHMARKS.md)
         encode_s = make_encode_fn(model)
         wall_s, res_s = _suite(sampler, encode_s, "study")
         study = (wall_s, res_s, encode_s)
@@ -189,7 +189,7 @@ def run(quick: bool = False) -> str:
                          if isinstance(v, float) and not k.startswith("time_") and k not in saved)  # fmt: skip
 
     lines = [
-        "## Metric suite (latentSpace / metrics) at 128²",
+        "## Metric suite (latentSpace.evaluate / sbd_vae.metrics) at 128²",
         "",
         f"`python bench/bench_latent.py{' --quick' if quick else ''}` on {machine()}. Paper-preset "
         f"model (128², {cfg.latent_dim} latents, {cfg.channels} channels) trained {cfg.steps} "
@@ -197,7 +197,7 @@ def run(quick: bool = False) -> str:
         "",
         f"- raw encoder (compiled, resident batches of 256; median of {reps}, before / after the "
         f"suite): {raw_before:,.0f} / {raw_after:,.0f} img/s, **{raw:,.0f} img/s** used",
-        f"- `latentSpace.make_encode_fn` (numpy in and out) on the same images: {via_before:,.0f} / "
+        f"- `sbd_vae.encoding.make_encode_fn` (numpy in and out) on the same images: {via_before:,.0f} / "
         f"{via_after:,.0f} img/s (raw ÷ encode_fn: {raw_before / via_before:.2f} / "
         f"{raw_after / via_after:.2f})",
         f"- inside the measured suite the encoder ran at {passes_q / encode_fn.seconds:,.0f} img/s "

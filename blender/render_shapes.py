@@ -5,7 +5,7 @@ Zoom and translation are NOT rendered; dataset.py applies them on the fly (like 
 position/scale factors of dSprites, Matthey et al. 2017; and the spatial-broadcast setting of
 Watters et al. 2019).
 
-    python blender/render_shapes.py --out data/shapes.npz            # time: BENCHMARKS.md
+    python blender/render_shapes.py --out data/shapes.npz            # time: README.md, step 1
     blender -b -P blender/render_shapes.py -- --out data/shapes.npz  # same, inside Blender
 
 Scene (all lengths in Blender units):

@@ -20,6 +20,6 @@ everything those modules share lives here, one short module per concern:
 
 Imports point one way: the root modules import this package, and nothing here imports a root
 module (tests/test_import_graph.py checks it). Where the package needs a root-level object
-(``ShapesDataset``, ``BetaVAE``, ``training.train``), the caller passes it in. Importing the
-package, or any module in it, computes nothing and does not import TensorFlow.
+(``ShapesDataset``, ``BetaVAE``, ``training.train``), the caller passes it in. Importing a
+module here computes nothing, and only callbacks.py (Keras callbacks) imports TensorFlow then.
 """

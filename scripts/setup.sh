@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine with Python 3.11:
-#   1. the shared libraries that the PyPI `bpy` wheel needs to import headless (see DESIGN.md),
+#   1. the shared libraries that the PyPI `bpy` wheel (5.0.1) needs to import headless on a bare
+#      Debian (APT_PKGS below; libegl1 is needed by the Workbench engine only),
 #   2. a .venv with the exact versions pinned in requirements.txt.
 # `make demo`, `make test` and `make bench` all call this first; a second call is a no-op.
 set -euo pipefail

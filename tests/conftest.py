@@ -43,7 +43,7 @@ def shapes_npz(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def default_npz() -> str:
-    """The DEFAULT render at its default path, data/shapes.npz (~25 s with 2 workers; reused when
+    """The DEFAULT render at its default path, data/shapes.npz (its time: README.md, step 1; reused when
     the file already holds it, as `make demo` and `make study` leave it): the data of the
     committed study in results/."""
     out = ROOT / "data" / "shapes.npz"
