@@ -7,7 +7,10 @@ Every ``TrainConfig`` field can be overridden with ``--<field> value``. Re-runni
 on an existing run directory resumes from its last checkpoint (weights, Adam state, step counter,
 sampling RNG and data position); ``--fresh`` starts over. The training loop is ``keras.Model.fit``
 with one Keras "epoch" per ``log_every`` steps, so the ``keras.metrics.Mean`` trackers average
-exactly one logging interval; the callbacks below write history, checkpoints, frames and the GIF.
+exactly one logging interval; its callbacks (sbd_vae/callbacks.py) write history, checkpoints,
+frames and the GIF. ``TrainConfig``, the presets and config.json live in sbd_vae/config.py, the
+sweep executors in sbd_vae/sweep.py and sbd_vae/sweep_ray.py (both are handed ``train``); this
+module re-exports what users call (``__all__``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -95,8 +96,6 @@ def sweep_runs(sweep_dir) -> list[dict]:
 def needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=None) -> bool:
     """Whether metrics.json ``m`` must be re-computed: absent, of another protocol, seed, schema
     or options, of other sample counts than the protocol's now, or missing a listed figure."""
-    import json
-
     if m is None or m.get("protocol") != protocol or m.get("seed") != seed:
         return True
     if m.get("schema") != METRICS_SCHEMA:

@@ -217,7 +217,7 @@ def test_missing_ray_names_the_install_command(monkeypatch, shapes_npz, tmp_path
 
 
 def test_default_executor_does_not_import_ray():
-    code = "import sys, training, sweep_ray; sys.exit('ray' in sys.modules)"
+    code = "import sys, training; from sbd_vae import sweep_ray; sys.exit('ray' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
