@@ -51,9 +51,8 @@ from . import rundir
 from .config import TrainConfig, from_dict
 from .sweep import check_grid, format_sweep_table, run_name, sweep_index
 
-REPO = (
-    Path(__file__).resolve().parents[1]
-)  # the repository root: workers import training.py from it
+# The repository root: workers import training.py (train_fn's module) from it.
+REPO = Path(__file__).resolve().parents[1]
 INSTALL = '.venv/bin/pip install "ray[tune]==2.60.0"'
 CONNECT_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 20.0

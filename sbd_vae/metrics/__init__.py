@@ -10,7 +10,9 @@ Layout: common.py (input checks, binned mutual information), one module per metr
 dci.py, sap.py, modularity.py, beta_vae.py, factor_vae.py; each ends with its ``METRIC`` entry),
 base.py (``Metric``, ``Inputs``), registry.py (``REGISTRY``, the RNG streams), sampling.py
 (drawing and encoding factor sets), suite.py (``compute_metrics``). The sample counts are
-``sbd_vae.protocol.PROTOCOLS``.
+``sbd_vae.protocol.PROTOCOLS``. The package's ``mig``, ``dci`` and ``sap`` are the functions (they
+shadow their modules' names here): import a module's other names from the module itself, e.g.
+``from sbd_vae.metrics.dci import DCI_FAST_BINS``.
 
 Deliberate differences from disentanglement_lib (google-research, evaluation/metrics/*.py), each
 detailed in its function's docstring:
