@@ -79,7 +79,9 @@ def test_discrete_float16_export_reproducible_from_factors(tiny_dataset, tmp_pat
     assert "wrote" in capsys.readouterr().out
     a = load_arrays(out)
     assert a["images"].dtype == np.float16 and a["meta"]["discrete"] is True
-    y = tiny_dataset.images_from_factors(a["factors"].astype(int))
+    # the CLI's sampler: the default grid, sized to the image (tiny_dataset has the 128² grid)
+    cli = dataset.ShapesDataset(tiny_dataset.path, image_size=32)
+    y = cli.images_from_factors(a["factors"].astype(int))
     np.testing.assert_allclose(a["images"].astype(np.float32), y, atol=1e-3)
     ((x, _),) = load_dataset(out, batch_size=20, shuffle=False)
     assert x.dtype == np.float32
