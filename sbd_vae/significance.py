@@ -78,10 +78,10 @@ def compare_betas(records, key: str, alpha: float = ALPHA, min_seeds: int = MIN_
         )
     else:
         beaten = ", ".join(f"{b:g}" for b in out["better"])
-        tied = ", ".join(f"{b:g}" for b in out["tied"]) or "none"
+        tied = ", ".join(f"{b:g}" for b in out["tied"])
         out["statement"] = (
-            f"{key}: β={best:g} is higher than β ∈ {{{beaten}}} (Welch p < {alpha:g}); "
-            f"not distinguishable from β ∈ {{{tied}}}"
+            f"{key}: β={best:g} is higher than β ∈ {{{beaten}}} (Welch p < {alpha:g})"
+            + (f"; not distinguishable from β ∈ {{{tied}}}" if tied else ", every other β")
         )
     return out
 

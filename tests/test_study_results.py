@@ -1,0 +1,78 @@
+"""The committed β study (results/study/) is complete, small, and reproducible on a fresh clone:
+its models re-evaluate to the published MIG, and the README figures and latent_space.ipynb
+work from it without training. Needs only the default render (data/shapes.npz, cached)."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import latentSpace as ls
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "results" / "study"
+REQUIRED = ("run", "beta", "beta_norm", "seed", "eval_seed", "mig", "sap_discrete",
+            "dci_disentanglement", "active_units", "kl_0", "recon", "recon_excess", "steps",
+            "train_seconds", "machine", "converged", "mig_shape", "informativeness_shape")  # fmt: skip
+
+
+def _scores() -> list[dict]:
+    with open(STUDY / "report" / "scores.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_study_is_complete_and_small():
+    rows = _scores()
+    assert set(REQUIRED) <= set(rows[0]), set(REQUIRED) - set(rows[0])
+    betas = {float(r["beta"]) for r in rows}
+    assert len(betas) >= 5
+    for b in betas:
+        seeds = {int(r["seed"]) for r in rows if float(r["beta"]) == b}
+        assert len(seeds) >= 3, (b, seeds)
+    assert all(r["protocol"] == "study" for r in rows)
+    for r in rows:
+        run = STUDY / r["run"]
+        for name in ("model.keras", "config.json", "history.csv", "training.gif", "metrics.json"):
+            assert (run / name).is_file(), run / name
+        assert not (run / "checkpoints").exists() and not (run / "tb").exists()
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["preset"] == "study" and int(r["steps"]) == cfg["steps"]
+    size = sum(p.stat().st_size for p in (REPO / "results").rglob("*") if p.is_file())
+    assert size < 25 * 2**20, f"results/ is {size / 2**20:.1f} MiB (limit 25)"
+    assert (STUDY / "README.md").read_text().count("make study") >= 1
+
+
+@pytest.fixture(scope="module")
+def study_copy(default_npz, tmp_path_factory):
+    """results/study copied to a temporary folder, so nothing committed is rewritten."""
+    out = tmp_path_factory.mktemp("study") / "study"
+    shutil.copytree(STUDY, out)
+    return out
+
+
+def test_a_committed_model_reevaluates_to_its_published_mig(study_copy):
+    row = min(_scores(), key=lambda r: (float(r["beta"]), int(r["seed"])))
+    run = study_copy / row["run"]
+    m = ls.evaluate(run, "study", seed=int(row["eval_seed"]), progress=False, figures=False)
+    assert m["mig"] == pytest.approx(float(row["mig"]), abs=0.01)
+    assert m["active_units"] == int(row["active_units"])
+
+
+def test_readme_figures_and_notebook_from_the_committed_study(study_copy, tmp_path):
+    before = {p: p.read_bytes() for p in study_copy.glob("*/metrics.json")}
+    written = ls.figures(study_copy, tmp_path / "img", progress=False)
+    assert before == {p: p.read_bytes() for p in before}  # scored already: nothing re-evaluated
+    assert written["betas"]["protocol"] == "study"
+    for b in (written["betas"]["reference"], written["betas"]["contrast"]):
+        assert (tmp_path / "img" / f"traversals_beta{b:g}.png").stat().st_size > 0
+    from test_notebooks import _execute, _has_image
+
+    nb = _execute("latent_space.ipynb", tmp_path, RUN_DIR=str(study_copy / "beta1_seed0"),
+                  SWEEP_DIR=str(study_copy), OUT=str(tmp_path / "nb"))  # fmt: skip
+    assert _has_image(nb)
+    assert before == {p: p.read_bytes() for p in before}
+    assert np.isfinite(json.loads((study_copy / "beta1_seed0" / "metrics.json").read_text())["mig"])
