@@ -85,8 +85,7 @@ def plot_kl_dims(run_dir, out=None):
         ylabel="KL (nats)",
         title=f"KL per latent, β={_beta(run_dir):g}",
     )
-    # 0.01 nats, for reference only: active units are defined on Var_x μ_d (encoding.ACTIVE_VAR)
-    ax.axhline(0.01, color="grey", ls=":", lw=1)
+    # no threshold line: active units are defined on Var_x μ_d (encoding.ACTIVE_VAR), not on KL
     fig.tight_layout()
     return _maybe_save(fig, out)
 
