@@ -17,14 +17,9 @@ DATA = REPO / "data" / "shapes.npz"
 
 def machine() -> str:
     """One line naming the machine: CPU model, cores, memory, Python and TF versions."""
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from sbd_vae.hardware import cpu_model
+
+    cpu = cpu_model(default=platform.processor() or "?")
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 

@@ -7,37 +7,43 @@ TensorFlow is imported only by the functions that ask it about GPUs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import sys
 from pathlib import Path
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (``avx2``, ``amx_bf16``, …); empty off Linux."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field : value`` line of /proc/cpuinfo (x86 repeats each field
+    once per core, all alike); None off Linux or when the file or field is missing."""
     if not sys.platform.startswith("linux"):
-        return set()
+        return None
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):  # x86: one "flags : ..." line per core, all alike
-            return set(line.partition(":")[2].split())
-    return set()
+        if line.startswith(field):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (``avx2``, ``amx_bf16``, …); empty off Linux."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_model(default: str | None = None) -> str:
+    """The CPU's model name ("Intel(R) Xeon(R) Processor"); ``default`` (else what ``platform``
+    knows) where /proc/cpuinfo does not say."""
+    return _cpuinfo("model name") or default or platform.processor() or platform.machine()
 
 
 def machine() -> str:
     """The machine in words, for every published figure: CPU model, core count and the vector
     units that decide speed here (AMX / AVX-512 / AVX2-only), e.g.
     "Intel(R) Xeon(R) Processor, 2 cores, AMX-BF16 + AVX-512"."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+    model = cpu_model()
     flags = cpu_flags()
     units = ("AMX-BF16 + AVX-512" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags
              else "AVX2-only" if "avx2" in flags else "no AVX2")  # fmt: skip
