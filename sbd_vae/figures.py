@@ -26,6 +26,7 @@ import numpy as np
 
 from . import imaging, plotting
 from .encoding import ACTIVE_VAR, as_images, decode, encode, kl_per_latent, unit_activity
+from .significance import values_by_beta
 
 # Active units follow encoding.ACTIVE_VAR (Burda et al. 2016): Var_x(E_q(z|x)[z_d]) > 0.01.
 # Factors whose grid wraps around (azimuth: 0° and 360° − step are neighbours). The metrics treat
@@ -542,8 +543,8 @@ def seed_std(values) -> float:
 
 def _by_beta(records, key) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """(betas, mean, sample std, per-β values) of ``key`` over seeds, NaNs ignored."""
-    betas = sorted({r["beta"] for r in records})
-    vals = [np.array([r[key] for r in records if r["beta"] == b], float) for b in betas]
+    by_beta = values_by_beta(records, key)
+    betas, vals = list(by_beta), list(by_beta.values())
     mean = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
     std = np.array([seed_std(v) for v in vals])
     return np.array(betas, float), mean, std, vals

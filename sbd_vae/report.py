@@ -26,7 +26,7 @@ from .figures import plot_vs_beta, seed_std
 from .metrics.registry import metric_counts
 from .protocol import QUICK_NOTE
 from .rundir import RunDirError
-from .significance import ALPHA, MIN_SEEDS, compare_betas
+from .significance import ALPHA, MIN_SEEDS, compare_betas, values_by_beta
 
 # How tables and plots name a score; scores.csv keeps the keys. "SAP" is the discrete SAP of
 # disentanglement_lib's study (Kumar et al. 2018); the continuous variant is labelled as such.
@@ -306,12 +306,13 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
 
 def _aggregate(records, keys) -> list[dict]:
     """One row per β: β, β_norm, number of seeds, and "mean ± sample std" of every key."""
+    grouped = {k: values_by_beta(records, k) for k in keys}
     out = []
     for b in sorted({r["beta"] for r in records}):
         rs = [r for r in records if r["beta"] == b]
         row = {"β": f"{b:g}", "β_norm": f"{rs[0]['beta_norm']:.3g}", "seeds": str(len(rs))}
         for k in keys:
-            v = np.array([r.get(k, np.nan) for r in rs], float)
+            v = grouped[k][b]
             row[display(k)] = (
                 f"{np.nanmean(v):.3f} ± {seed_std(v):.3f}" if len(v) > 1 else _fmt(float(v[0]))
             )

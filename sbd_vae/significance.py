@@ -35,16 +35,23 @@ def welch(a, b) -> dict:
     return dict(t=float(res.statistic), p=float(res.pvalue), n_a=len(a), n_b=len(b), diff=diff)
 
 
+def values_by_beta(records, key: str) -> dict[float, np.ndarray]:
+    """{β: ``key`` over that β's runs (one value per seed, NaN where missing)}, β ascending: the
+    grouping behind the report's tables, its plots and the tests here."""
+    betas = sorted({r["beta"] for r in records})
+    return {
+        b: np.array([r.get(key, np.nan) for r in records if r["beta"] == b], float) for b in betas
+    }
+
+
 def compare_betas(records, key: str, alpha: float = ALPHA, min_seeds: int = MIN_SEEDS) -> dict:
     """The β with the highest mean ``key`` and Welch tests of it against every other β.
 
     ``records``: dicts with "beta" and ``key`` (one per run). Returns dict(key, best (β),
     best_mean, means {β: mean}, seeds {β: n}, tests {β: welch(best, β)}, better [β that best beats
     with p < alpha], tied [β it does not], comparable bool, statement str)."""
-    betas = sorted({r["beta"] for r in records})
-    vals = {
-        b: np.array([r.get(key, np.nan) for r in records if r["beta"] == b], float) for b in betas
-    }
+    vals = values_by_beta(records, key)
+    betas = list(vals)
     seeds = {b: int(np.isfinite(v).sum()) for b, v in vals.items()}
     means = {b: float(np.nanmean(v)) if seeds[b] else float("nan") for b, v in vals.items()}
     ranked = [b for b in betas if math.isfinite(means[b])]
@@ -86,4 +93,4 @@ def compare_betas(records, key: str, alpha: float = ALPHA, min_seeds: int = MIN_
     return out
 
 
-__all__ = ["ALPHA", "MIN_SEEDS", "compare_betas", "welch"]
+__all__ = ["ALPHA", "MIN_SEEDS", "compare_betas", "values_by_beta", "welch"]
