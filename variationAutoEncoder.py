@@ -292,10 +292,7 @@ class BetaVAE(keras.Model):
         else:
             self.decoder = DeconvDecoder(image_size, latent_dim, channels, hidden, name="decoder")
         self.sampling = Sampling(seed, name="sampling")
-        names = ["loss", "reconstruction", "kl", "capacity"] + [
-            f"kl_{i}" for i in range(latent_dim)
-        ]
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss", *self.term_names()]}
 
     # ----------------------------------------------------------------- public API
     @property
@@ -348,13 +345,20 @@ class BetaVAE(keras.Model):
         t = ops.cast(step, "float32")
         return self.capacity_max * ops.minimum(1.0, t / float(max(self.capacity_steps, 1)))
 
+    def term_names(self) -> list[str]:
+        """The scalar terms ``compute_terms`` reports, in tracker (and history.csv) order."""
+        return ["reconstruction", "kl", "capacity"] + [f"kl_{i}" for i in range(self.latent_dim)]
+
     def compute_terms(self, x, training):
-        """Returns loss, recon, kl (scalars, batch means), kl_dims (D,), capacity."""
+        """(loss, terms): the scalar loss (batch mean) and a dict of every ``term_names()`` term.
+
+        ``terms`` holds recon and kl (batch means), ``kl_i`` (batch-mean KL of latent i) and
+        ``capacity`` (C(t); 0 unless the capacity objective)."""
         logits, mean, logvar = self(x, training=training)
         recon = ops.mean(self.reconstruction_loss(x, logits))
         kl_dims = ops.mean(
             kl_per_dim(ops.cast(mean, "float32"), ops.cast(logvar, "float32")), axis=0
-        )
+        )  # (D,)
         kl = ops.sum(kl_dims)
         optimizer = getattr(self, "optimizer", None)  # absent before compile()
         step = optimizer.iterations if optimizer is not None else 0
@@ -363,12 +367,13 @@ class BetaVAE(keras.Model):
             loss = recon + self.beta * kl
         else:
             loss = recon + self.gamma * ops.abs(kl - cap)
-        return loss, recon, kl, kl_dims, cap
+        terms = {"reconstruction": recon, "kl": kl, "capacity": cap}
+        terms.update({f"kl_{i}": kl_dims[i] for i in range(self.latent_dim)})
+        return loss, terms
 
-    def _update_trackers(self, batch, loss, recon, kl, kl_dims, cap):
-        values = {"loss": loss, "reconstruction": recon, "kl": kl, "capacity": cap}
-        values.update({f"kl_{i}": kl_dims[i] for i in range(self.latent_dim)})
-        for name, value in values.items():
+    def _update_trackers(self, batch, loss, terms):
+        """Batch-weighted means of ``loss`` and every term; returns the logs dict."""
+        for name, value in {"loss": loss, **terms}.items():
             self.trackers[name].update_state(value, sample_weight=batch)
         return {name: t.result() for name, t in self.trackers.items()}
 
@@ -377,7 +382,7 @@ class BetaVAE(keras.Model):
 
         x = data[0] if isinstance(data, tuple) else data  # (B, S, S, 1); labels are ignored
         with tf.GradientTape() as tape:
-            loss, recon, kl, kl_dims, cap = self.compute_terms(x, training=True)
+            loss, terms = self.compute_terms(x, training=True)
             # 1/R per replica, so the SUM all-reduce of gradients gives the global-batch mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(
@@ -385,12 +390,12 @@ class BetaVAE(keras.Model):
             )  # loss scaling under mixed float16
         grads = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-        return self._update_trackers(ops.shape(x)[0], loss, recon, kl, kl_dims, cap)
+        return self._update_trackers(ops.shape(x)[0], loss, terms)
 
     def test_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
-        terms = self.compute_terms(x, training=False)
-        return self._update_trackers(ops.shape(x)[0], *terms)
+        loss, terms = self.compute_terms(x, training=False)
+        return self._update_trackers(ops.shape(x)[0], loss, terms)
 
     # ----------------------------------------------------------------- serialisation
     def get_config(self):
