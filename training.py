@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbd_vae import rundir
+from sbd_vae import backend, rundir
 from sbd_vae import sweep as sweeps
 from sbd_vae.config import (
     PRECISIONS,
@@ -43,13 +43,11 @@ from sbd_vae.sweep import PUBLISHED_FILES, format_sweep_table, local_sweep, run_
 
 # ----------------------------------------------------------------------------- building blocks
 def make_strategy(cfg: TrainConfig):
-    import tensorflow as tf
+    """The run's data parallelism (``backend.DataParallel``): MirroredStrategy on TensorFlow,
+    keras.distribution.DataParallel on JAX; one device unless --distribute asks for more."""
+    from sbd_vae.backend import DataParallel
 
-    gpus = tf.config.list_logical_devices("GPU")
-    if cfg.distribute == "mirrored" or (cfg.distribute == "auto" and len(gpus) > 1):
-        # On CPU-only machines MirroredStrategy() has one replica: the CPU.
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    return DataParallel(cfg.distribute)
 
 
 def build_model(cfg: TrainConfig, strategy=None):
@@ -66,7 +64,9 @@ def build_model(cfg: TrainConfig, strategy=None):
         with scope:
             model = BetaVAE(**cfg.model_kwargs())
             model.build()
-            model.compile(optimizer=keras.optimizers.Adam(cfg.lr), jit_compile=False)
+            # JAX runs the step under jax.jit (eager JAX is op by op); TensorFlow runs it as a
+            # tf.function graph, without XLA.
+            model.compile(optimizer=keras.optimizers.Adam(cfg.lr), jit_compile=backend.is_jax())
             model.optimizer.build(model.trainable_variables)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -82,6 +82,22 @@ def make_dataset(cfg: TrainConfig):
     )  # fmt: skip
 
 
+def training_stream(data, model, cfg: TrainConfig, start: int):
+    """The batches ``fit`` trains on from step ``start``; batch k is a pure function of
+    (cfg.seed, k) on each backend, so a resumed run sees the batches an uninterrupted one does.
+
+    TensorFlow: the tf.data image stream (``ShapesDataset.tf_dataset``; the warp runs in the
+    tf.data threads, in parallel with the step). JAX: batches of warp parameters only
+    (``ShapesDataset.param_stream``); ``model.data_warp`` makes the images inside the jitted
+    step, on the device, from the resident pyramid of base renders. The two streams draw
+    different random numbers, so a run cannot move between backends (config.json's backend)."""
+    if backend.is_jax():
+        model.data_warp = data.warp
+        keys = ("base_idx", "scale", "pos_x", "pos_y")
+        return ({k: p[k] for k in keys} for p in data.param_stream(cfg.batch_size, cfg.seed, start))
+    return data.tf_dataset(cfg.batch_size, seed=cfg.seed, start=start)
+
+
 NonFiniteLoss = rundir.NonFiniteLoss
 
 
@@ -92,9 +108,6 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
     ``stop_at`` ends this call early at that step (a multiple of ``log_every``), checkpointing
     first, as if the process had been interrupted there; re-running resumes. Tests use it.
     """
-    import keras
-    import tensorflow as tf
-
     cfg = cfg.validate()
     if stop_at is not None and (stop_at <= 0 or stop_at % cfg.log_every):
         # anything else would train past the last checkpoint and throw those steps away
@@ -139,7 +152,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
         rundir.write_history(out, history)
 
         end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-        ds = data.tf_dataset(cfg.batch_size, seed=cfg.seed, start=start)
+        ds = training_stream(data, model, cfg, start)
         from sbd_vae import callbacks as cb  # imports keras: kept out of module import time
 
         fixed = data.images_from_factors(
@@ -155,15 +168,16 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             callbacks.append(cb.Progress(cfg, start, end))
         t0 = time.time()
         if end > start:
-            model.fit(
-                ds,
-                initial_epoch=start // cfg.log_every,
-                epochs=end // cfg.log_every,
-                steps_per_epoch=cfg.log_every,
-                callbacks=callbacks,
-                shuffle=False,  # the stream is already a pure function of (seed, step)
-                verbose=0,
-            )
+            with strategy.scope():  # JAX: the data-parallel layout of the batches
+                model.fit(
+                    ds,
+                    initial_epoch=start // cfg.log_every,
+                    epochs=end // cfg.log_every,
+                    steps_per_epoch=cfg.log_every,
+                    callbacks=callbacks,
+                    shuffle=False,  # the stream is already a pure function of (seed, step)
+                    verbose=0,
+                )
         elapsed = time.time() - t0
         if end < cfg.steps:
             return {"status": "interrupted", "step": end}
@@ -190,8 +204,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             # the data this run saw (render hash included): latentSpace.check_sampler compares it
             "data_config": data.config(),
             "machine": machine(),
-            "tf": tf.__version__,
-            "keras": keras.__version__,
+            **backend.versions(),  # backend, keras and the backend's version
         }
         if end <= start and (out / "summary.json").exists():  # only model.keras was rewritten
             with contextlib.suppress(rundir.RunDirError):

@@ -42,6 +42,7 @@ import math
 import keras
 from keras import layers, ops
 
+from sbd_vae import backend
 from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of this module's API)
     DECODERS,
     LIKELIHOODS,
@@ -92,7 +93,11 @@ class Sampling(layers.Layer):
     def _noise(self, shape, dtype):
         """ε (b, D). Under tf.distribute every replica holds the same SeedGenerator state, so each
         replica draws the global (R·b, D) block and keeps its own rows r·b … (r+1)·b: replicas get
-        different noise, and sample for sample the same noise as one device on the global batch."""
+        different noise, and sample for sample the same noise as one device on the global batch.
+        On JAX the step sees the global batch (``keras.distribution`` shards it for the devices),
+        so one draw of the global shape is already the single-device noise."""
+        if backend.is_jax():
+            return keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
         import tensorflow as tf
 
         ctx = tf.distribute.get_replica_context()
@@ -293,6 +298,7 @@ class BetaVAE(keras.Model):
             self.decoder = DeconvDecoder(image_size, latent_dim, channels, hidden, name="decoder")
         self.sampling = Sampling(seed, name="sampling")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss", *self.term_names()]}
+        self.data_warp = None  # dataset.ShapesDataset.warp, for batches of warp parameters
 
     # ----------------------------------------------------------------- public API
     @property
@@ -377,25 +383,103 @@ class BetaVAE(keras.Model):
             self.trackers[name].update_state(value, sample_weight=batch)
         return {name: t.result() for name, t in self.trackers.items()}
 
-    def train_step(self, data):
-        import tensorflow as tf  # train_step runs inside the TF trainer; keep the module import-light
+    # ----------------------------------------------------------------- training steps
+    # Keras calls train_step(data) on TensorFlow and train_step(state, data) on JAX, where the
+    # step is a pure function of the model's state (the JAX trainer passes the variables' values
+    # and takes the new ones back). Both run the same ``compute_terms``; only the gradient
+    # machinery differs.
+    def train_step(self, *args):
+        return self._jax_train_step(*args) if backend.is_jax() else self._tf_train_step(*args)
 
-        x = data[0] if isinstance(data, tuple) else data  # (B, S, S, 1); labels are ignored
+    def test_step(self, *args):
+        return self._jax_test_step(*args) if backend.is_jax() else self._tf_test_step(*args)
+
+    def images_of(self, data):
+        """The (B, S, S, 1) images of a batch: ``data`` is images, (images, factors), or a dict
+        of warp parameters (``dataset.ShapesDataset.param_batch``: the host sends factor indices
+        and warp parameters, and the warp runs here, on the device, inside the step)."""
+        x = data[0] if isinstance(data, tuple | list) else data
+        if isinstance(x, dict):
+            if self.data_warp is None:
+                raise ValueError(
+                    "this batch holds warp parameters, not images: set model.data_warp = "
+                    "ShapesDataset(...).warp before fit (training.train does)"
+                )
+            x = self.data_warp(x["base_idx"], x["scale"], x["pos_x"], x["pos_y"])
+        return x
+
+    def _tf_train_step(self, data):
+        import tensorflow as tf  # only on the TF backend: JAX never imports TensorFlow
+
+        x = self.images_of(data)  # (B, S, S, 1); labels are ignored
         with tf.GradientTape() as tape:
             loss, terms = self.compute_terms(x, training=True)
             # 1/R per replica, so the SUM all-reduce of gradients gives the global-batch mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(
-                loss / float(replicas)
-            )  # loss scaling under mixed float16
+            scaled = self.optimizer.scale_loss(loss / float(replicas))  # loss scale (float16)
         grads = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         return self._update_trackers(ops.shape(x)[0], loss, terms)
 
-    def test_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
+    def _tf_test_step(self, data):
+        x = self.images_of(data)
         loss, terms = self.compute_terms(x, training=False)
         return self._update_trackers(ops.shape(x)[0], loss, terms)
+
+    def _stateless(self, pairs, fn):
+        """Runs ``fn()`` with the model's variables read from (and written to) the values in
+        ``pairs`` [(variable, value)]: Keras' StatelessScope, as ``stateless_call`` uses.
+        Returns (fn's result, {id(variable): new value} for the variables fn assigned)."""
+        with keras.StatelessScope(state_mapping=pairs) as scope:
+            out = fn()
+        updates = {}
+        for v, _ in pairs:
+            new = scope.get_current_value(v)
+            if new is not None:
+                updates[id(v)] = new
+        return out, updates
+
+    def _jax_train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, opt_vars, metric_vars = state
+        x = self.images_of(data)  # (B, S, S, 1), the global batch (sharded over devices)
+        fixed = [*zip(self.non_trainable_variables, non_trainable),
+                 *zip(self.optimizer.variables, opt_vars)]  # fmt: skip
+
+        def loss_fn(values):
+            pairs = [*zip(self.trainable_variables, values), *fixed]
+
+            def terms():
+                loss, t = self.compute_terms(x, training=True)
+                return self.optimizer.scale_loss(loss), (loss, t)
+
+            (scaled, aux), updates = self._stateless(pairs, terms)
+            # the SeedGenerator state (non-trainable) advances inside the step
+            new_nt = [updates.get(id(v), val) for v, val in zip(self.non_trainable_variables,
+                                                                   non_trainable)]  # fmt: skip
+            return scaled, (aux, new_nt)
+
+        (_, ((loss, terms), non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable
+        )
+        trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
+        logs, metric_vars = self._jax_trackers(metric_vars, ops.shape(x)[0], loss, terms)
+        return logs, (trainable, non_trainable, opt_vars, metric_vars)
+
+    def _jax_test_step(self, state, data):
+        trainable, non_trainable, metric_vars = state
+        x = self.images_of(data)
+        pairs = [*zip(self.trainable_variables, trainable),
+                 *zip(self.non_trainable_variables, non_trainable)]  # fmt: skip
+        (loss, terms), _ = self._stateless(pairs, lambda: self.compute_terms(x, training=False))
+        logs, metric_vars = self._jax_trackers(metric_vars, ops.shape(x)[0], loss, terms)
+        return logs, (trainable, non_trainable, metric_vars)
+
+    def _jax_trackers(self, metric_vars, batch, loss, terms):
+        pairs = list(zip(self.metrics_variables, metric_vars))
+        logs, updates = self._stateless(pairs, lambda: self._update_trackers(batch, loss, terms))
+        return logs, [updates.get(id(v), val) for v, val in pairs]
 
     # ----------------------------------------------------------------- serialisation
     def get_config(self):

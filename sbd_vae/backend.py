@@ -62,3 +62,85 @@ def versions() -> dict:
 
         v = tf.__version__
     return {"backend": b, "keras": keras.__version__, b: v}
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+class ScalarWriter:
+    """TensorBoard scalars through ``tensorboard.summary.Writer``, TensorBoard's own writer that
+    needs no ML framework: one implementation for both backends. On JAX, TensorBoard is told to
+    use its TensorFlow stub (its ``tensorboard.compat.notf`` switch), so TensorFlow is not
+    imported even where it is installed. ``ScalarWriter.open`` returns None where TensorBoard
+    is not installed (a bare GPU machine): history.csv is the log of record, TB a view of it."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    @classmethod
+    def open(cls, logdir) -> ScalarWriter | None:
+        import sys
+        import types
+
+        if is_jax():
+            sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
+        try:
+            from tensorboard.summary import Writer
+        except ImportError:
+            return None
+        return cls(Writer(str(logdir)))
+
+    def scalars(self, step: int, values: dict) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), step=int(step))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ----------------------------------------------------------------------------- devices
+class DataParallel:
+    """Synchronous data parallelism over the local devices, the backend's own way:
+    ``tf.distribute.MirroredStrategy`` on TensorFlow, ``keras.distribution.DataParallel`` on
+    JAX (the step sees the global batch; XLA shards it and all-reduces the gradients).
+    ``replicas`` is the number of devices; ``scope()`` is entered around building, compiling
+    and fitting the model. ``devices=None``: every GPU, else every CPU device (one, unless
+    tests split it: ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on JAX, logical
+    devices on TensorFlow)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode  # "auto" (data-parallel when >1 GPU) | "off" | "mirrored"
+        self.distribution = None
+        if is_jax():
+            import jax
+            import keras
+
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            devices = gpus or jax.devices()
+            on = mode == "mirrored" or (mode == "auto" and len(gpus) > 1)
+            if on and len(devices) > 1:
+                self.distribution = keras.distribution.DataParallel(devices=devices)
+            self.replicas = len(devices) if self.distribution is not None else 1
+            self.strategy = None
+        else:
+            import tensorflow as tf
+
+            gpus = tf.config.list_logical_devices("GPU")
+            if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
+                # On CPU-only machines MirroredStrategy() has one replica: the CPU.
+                self.strategy = tf.distribute.MirroredStrategy()
+            else:
+                self.strategy = tf.distribute.get_strategy()
+            self.replicas = self.strategy.num_replicas_in_sync
+
+    @property
+    def num_replicas_in_sync(self) -> int:  # the name tf.distribute strategies use
+        return self.replicas
+
+    def scope(self):
+        import contextlib
+
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return contextlib.nullcontext()

@@ -68,17 +68,15 @@ class History(_StepCallback):
         self.t0 = time.time()
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
+        from .backend import ScalarWriter
 
-        self.writer = tf.summary.create_file_writer(str(self.out / "tb"))
+        self.writer = ScalarWriter.open(self.out / "tb")  # None without TensorBoard installed
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self.t0 = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
         dt = time.time() - self.t0
         self.elapsed += dt
         logs = logs or {}
@@ -90,11 +88,9 @@ class History(_StepCallback):
         row["elapsed_s"] = self.elapsed
         self.rows.append(row)
         rundir.write_history(self.out, self.rows)
-        with self.writer.as_default(step=row["step"]):
-            for k, v in row.items():
-                if k != "step":
-                    tf.summary.scalar(k if not k.startswith("kl_") else f"kl_dims/{k}", v)
-        self.writer.flush()
+        if self.writer is not None:
+            tags = {k if not k.startswith("kl_") else f"kl_dims/{k}": v for k, v in row.items()}
+            self.writer.scalars(row["step"], {k: v for k, v in tags.items() if k != "step"})
 
     def on_train_end(self, logs=None):
         if self.writer is not None:

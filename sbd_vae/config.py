@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from . import hardware, hparams, rundir
+from . import backend, hardware, hparams, rundir
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTE = ("auto", "off", "mirrored")
@@ -54,7 +54,13 @@ class TrainConfig:
     # "auto" (bf16 where the hardware runs it fast: hardware.resolve_precision) | "float32" |
     # "mixed_bfloat16" | "mixed_float16" (GPU). config.json records the resolved policy.
     precision: str = "auto"
-    distribute: str = "auto"  # "auto": MirroredStrategy if >1 GPU | "off" | "mirrored"
+    # "auto": data-parallel over the GPUs if >1 | "off" | "mirrored": every device
+    # (backend.DataParallel: tf.distribute.MirroredStrategy, or keras.distribution on JAX)
+    distribute: str = "auto"
+    # The Keras backend, set by KERAS_BACKEND before Python starts ("auto": the running one).
+    # config.json records the resolved name: each backend draws its own random batches, so a
+    # run resumes only under the backend it was started with.
+    backend: str = "auto"
     # logging, checkpoints, frames (steps)
     log_every: int = 100
     checkpoint_every: int = 1000
@@ -79,7 +85,11 @@ class TrainConfig:
         problems = hparams.model_problems(
             self.decoder, self.likelihood, self.objective, self.beta, self.gaussian_sigma
         )
-        for name, allowed in [("precision", PRECISIONS), ("distribute", DISTRIBUTE)]:
+        for name, allowed in [
+            ("precision", PRECISIONS),
+            ("distribute", DISTRIBUTE),
+            ("backend", ("auto", *backend.BACKENDS)),
+        ]:
             if getattr(self, name) not in allowed:
                 problems.append(f"--{name} {getattr(self, name)!r}: choose one of {allowed}")
         for name in (
@@ -208,6 +218,7 @@ def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
                       f"would pick {here} on this machine).", file=sys.stderr)  # fmt: skip
             here = stored
         cfg = replace(cfg, precision=here)
+    cfg = replace(cfg, backend=_resolve_backend(cfg.backend, old, out))
     new = asdict(cfg)
     if old is not None:
         # Extending a run (a larger --steps) is a resume, not a new experiment; the capacity
@@ -224,6 +235,26 @@ def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
             )
     rundir.write_json(path, new)
     return cfg
+
+
+def _resolve_backend(requested: str, old: dict | None, out: Path) -> str:
+    """The running Keras backend, checked against --backend and against the run's config.json
+    (runs written before the field existed were trained on TensorFlow)."""
+    here = backend.name()
+    if requested not in ("auto", here):
+        raise ValueError(
+            f"--backend {requested} but Keras runs on {here}: the backend is chosen before "
+            f"Python starts, so run `KERAS_BACKEND={requested} python training.py ...`"
+        )
+    stored = (old or {}).get("backend", "tensorflow") if old is not None else here
+    if stored != here:
+        raise rundir.RunDirError(
+            f"{out} was trained on the {stored} backend and this process runs {here}: each "
+            "backend draws its own random batches and noise, so the run cannot continue exactly "
+            f"here. Resume it with `KERAS_BACKEND={stored}`, or use another --out (or --fresh) "
+            f"to start a {here} run."
+        )
+    return here
 
 
 def resume_command(cfg: TrainConfig) -> str:

@@ -1,8 +1,9 @@
 """Batched encode/decode of a trained β-VAE as numpy in, numpy out, and the metrics'
 representation function (the posterior mean, as in disentanglement_lib: Locatello et al. 2019).
 
-Each model gets one ``tf.function`` for its encoder and one for its decoder, traced once for any
-batch size, so evaluation and figures never re-trace. latentSpace.py re-exports encode, decode,
+Each model gets one compiled function for its encoder and one for its decoder (``tf.function`` on
+TensorFlow, ``jax.jit`` on JAX), traced once per batch shape, so evaluation and figures do not
+re-trace. latentSpace.py re-exports encode, decode,
 kl_per_latent, unit_activity, active_units and ACTIVE_VAR.
 
 Nothing is computed, and TensorFlow is not imported, when this module is imported.
@@ -19,28 +20,57 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled(model):
-    """(encoder_fn, decoder_fn): one tf.function each per model, traced once for any batch size.
+    """(encoder_fn, decoder_fn): one compiled function each per model, traced once for any batch
+    size: a ``tf.function`` on TensorFlow; on JAX a ``jax.jit`` of the layer's ``stateless_call``
+    that takes the weights' current values at every call (a jitted closure would freeze them).
 
     The functions hold only a weak reference to the model, so the cache does not keep it alive.
     """
     fns = _CACHE.get(model)
     if fns is None:
-        import tensorflow as tf
+        from . import backend
 
         ref = weakref.ref(model)
-        s, d = int(model.image_size), int(model.latent_dim)
-
-        @tf.function(input_signature=[tf.TensorSpec((None, s, s, 1), tf.float32)])
-        def enc(x):  # (B, S, S, 1) → (mean, logvar), each (B, D)
-            return ref().encoder(x)
-
-        @tf.function(input_signature=[tf.TensorSpec((None, d), tf.float32)])
-        def dec(z):  # (B, D) → logits (B, S, S, 1)
-            return ref().decoder(z)
-
-        fns = (enc, dec)
+        fns = _jax_fns(ref) if backend.is_jax() else _tf_fns(ref)
         _CACHE[model] = fns
     return fns
+
+
+def _tf_fns(ref):
+    import tensorflow as tf
+
+    s, d = int(ref().image_size), int(ref().latent_dim)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, s, s, 1), tf.float32)])
+    def enc(x):  # (B, S, S, 1) → (mean, logvar), each (B, D)
+        return ref().encoder(x)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, d), tf.float32)])
+    def dec(z):  # (B, D) → logits (B, S, S, 1)
+        return ref().decoder(z)
+
+    return enc, dec
+
+
+def _jax_fns(ref):
+    import jax
+
+    def stateless(layer_of):
+        @jax.jit
+        def run(trainable, non_trainable, x):
+            return layer_of(ref()).stateless_call(trainable, non_trainable, x)[0]
+
+        def call(x):
+            layer = layer_of(ref())
+            return run(
+                [v.value for v in layer.trainable_variables],
+                [v.value for v in layer.non_trainable_variables],
+                x,
+            )
+
+        return call
+
+    return stateless(lambda m: m.encoder), stateless(lambda m: m.decoder)
 
 
 def as_images(images, image_size: int) -> np.ndarray:

@@ -51,10 +51,20 @@ def machine() -> str:
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
-    """(major, minor) CUDA compute capability of each GPU TensorFlow sees; [] on a CPU build."""
-    import tensorflow as tf
+    """(major, minor) CUDA compute capability of each GPU the Keras backend sees; [] on a CPU."""
+    from . import backend
 
     caps = []
+    if backend.is_jax():
+        import jax
+
+        for dev in jax.devices():
+            if dev.platform == "gpu":
+                cc = str(getattr(dev, "compute_capability", "0.0")).split(".")
+                caps.append((int(cc[0]), int(cc[1]) if len(cc) > 1 else 0))
+        return caps
+    import tensorflow as tf
+
     for gpu in tf.config.list_physical_devices("GPU"):
         cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         caps.append(tuple(cc) if cc else (0, 0))

@@ -176,7 +176,7 @@ def test_mirrored_on_a_plain_cpu_is_one_replica():
         pytest.skip("this process has several logical CPU devices")
     cfg = training.preset_config("test", distribute="mirrored")
     strategy = training.make_strategy(cfg)
-    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert isinstance(strategy.strategy, tf.distribute.MirroredStrategy)
     assert strategy.num_replicas_in_sync == 1
     auto = training.make_strategy(training.preset_config("test"))  # "auto" without GPUs
     assert auto.num_replicas_in_sync == 1
