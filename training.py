@@ -94,7 +94,9 @@ def training_stream(data, model, cfg: TrainConfig, start: int):
     if backend.is_jax():
         model.data_warp = data.warp
         keys = ("base_idx", "scale", "pos_x", "pos_y")
-        return ({k: p[k] for k in keys} for p in data.param_stream(cfg.batch_size, cfg.seed, start))
+        return (
+            ({k: p[k] for k in keys},) for p in data.param_stream(cfg.batch_size, cfg.seed, start)
+        )
     return data.tf_dataset(cfg.batch_size, seed=cfg.seed, start=start)
 
 

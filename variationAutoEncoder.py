@@ -325,6 +325,7 @@ class BetaVAE(keras.Model):
         return self.decode(self.encode(x)[0])
 
     def call(self, x, training=False):
+        x = self.images_of(x)  # a dict of warp parameters becomes (B, S, S, 1) images here
         mean, logvar = self.encoder(x)
         z = self.sampling((mean, logvar)) if training else mean
         return self.decoder(z), mean, logvar

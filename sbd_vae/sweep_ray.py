@@ -47,7 +47,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import rundir
+from . import backend, rundir
 from .config import TrainConfig, from_dict
 from .sweep import check_grid, format_sweep_table, run_name, sweep_index
 
@@ -138,6 +138,7 @@ def _runtime_env() -> dict:
     # Shared filesystem: workers import the project from the same path as the driver.
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env["KERAS_BACKEND"] = backend.requested()  # trials train on the driver's backend
     return {"env_vars": env}
 
 
@@ -195,7 +196,12 @@ def _config(base: dict, beta: float, seed: int) -> TrainConfig:
 
 
 def _setup_worker(cpus: float) -> None:
-    """Threads to match the trial's CPU share; GPU memory on demand (fractional GPUs share one)."""
+    """Threads to match the trial's CPU share; GPU memory on demand (fractional GPUs share one).
+    On JAX only the memory: XLA allocates on demand when told before it starts, and sizes its
+    CPU thread pool itself."""
+    if backend.requested() == "jax":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        return
     import tensorflow as tf
 
     threads = max(1, math.ceil(cpus))
