@@ -1,0 +1,299 @@
+"""The GPU study: the paper model at 128² on a bare JAX GPU machine, packed for any CPU to score.
+
+    KERAS_BACKEND=jax python scripts/gpu_study.py --data data/shapes.npz --out runs/gpu_study \
+        --pack OUTDIR --budget_min 8
+    KERAS_BACKEND=jax python scripts/gpu_study.py --smoke --data data/shapes.npz --out /tmp/s \
+        --pack /tmp/s/pack      # the same script on a CPU, tiny model, seconds
+
+For a machine with Python, JAX (CUDA), numpy, scipy, scikit-learn, matplotlib, imageio, pandas
+and tqdm, and Keras installed from a folder of wheels (keras, optree, namex): no TensorFlow, no
+bpy, no Ray. It reads a rendered data/shapes.npz (render it on a CPU machine and carry it) and:
+
+1. measures training img/s of the ``paper`` model at 128² for each batch size in --bench_batches
+   and each of float32 and mixed_bfloat16: the real step (warp on the device, inside the step;
+   ``training.training_stream``), timed after the XLA compile, which is reported on its own;
+2. trains the ``paper`` preset over the β grid (--betas: the seed's β = 1 and β = 102 first),
+   one run after another, each for the steps its share of --budget_min affords at the measured
+   rate. Runs checkpoint as they go (the run folders resume, as any run of training.py);
+3. packs every run's model (without the optimizer state), config, summary, history and GIF,
+   and the throughput table and figure, into at most --max_archives zip files of at most
+   --archive_mib MiB each, in priority order (β = 1 and 102 first). What does not fit is listed
+   in manifest.json, never silently dropped.
+
+Score the archives later on any CPU (docs/gpu.md): unzip them into results/gpu_study/ and run
+``python latentSpace.py report results/gpu_study --protocol study``.
+
+A budget-limited run is far from the paper preset's 100 000 steps: summary.json and the
+manifest record the steps reached, and the convergence table of the report says whether the KL
+curves still move. Nothing here decides what counts as converged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zipfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+SEED_BETAS = (1.0, 102.0)  # the seed repo's two figures: packed first
+# The smoke config: the paper model shrunk until a CPU runs every stage in seconds.
+SMOKE = dict(image_size=32, channels=8, hidden=32, latent_dim=6, log_every=5)
+
+
+def _paper(args, **overrides):
+    """The ``paper`` preset (``--smoke``: shrunk), with ``overrides``, on ``args.data``."""
+    from sbd_vae.config import preset_config
+
+    shrink = SMOKE if args.smoke else {}
+    return preset_config("paper", data_path=args.data, **{**shrink, **overrides})
+
+
+# ----------------------------------------------------------------------------- 1. throughput
+def throughput(args, data) -> list[dict]:
+    """img/s of the training step per (batch, precision); one row each, compile time apart."""
+    import keras
+    from tqdm.auto import tqdm
+
+    import training
+
+    rows = []
+    grid = [(b, p) for b in args.bench_batches for p in PRECISIONS]
+    for batch, precision in tqdm(grid, desc="throughput", unit="config"):
+        cfg = _paper(args, batch_size=batch, precision=precision, steps=10**6)
+        keras.backend.clear_session()
+        model = training.build_model(cfg)
+        stream = training.training_stream(data, model, cfg, 0)
+        t0 = time.perf_counter()
+        model.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)  # trace + XLA compile
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        logs = model.fit(stream, epochs=1, steps_per_epoch=args.bench_steps, verbose=0)
+        float(logs.history["loss"][-1])  # the logs are read back: every step has finished
+        seconds = time.perf_counter() - t0
+        rows.append(dict(batch_size=batch, precision=precision, steps=args.bench_steps,
+                         seconds=seconds, img_per_s=args.bench_steps * batch / seconds,
+                         compile_seconds=compile_s, image_size=cfg.image_size))  # fmt: skip
+    return rows
+
+
+def throughput_figure(rows, path, machine: str) -> None:
+    from sbd_vae import plotting
+
+    fig = plotting.figure(6, 3.4)
+    ax = fig.subplots()
+    batches = sorted({r["batch_size"] for r in rows})
+    width = 0.38
+    for i, precision in enumerate(PRECISIONS):
+        ys = [next(r["img_per_s"] for r in rows if r["batch_size"] == b and
+                   r["precision"] == precision) for b in batches]  # fmt: skip
+        ax.bar([j + (i - 0.5) * width for j in range(len(batches))], ys, width, label=precision)
+    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    ax.set_ylabel("training img/s")
+    ax.set_title(f"paper model, {rows[0]['image_size']}² — {machine}", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plotting.save(fig, path, dpi=110)
+
+
+# ----------------------------------------------------------------------------- 2. the β grid
+def plan_steps(args, rows, n_runs: int) -> tuple[dict, int]:
+    """(throughput row of the chosen batch and precision, steps per run): each run gets an
+    equal share of --budget_min, less the compile time, at the measured rate; rounded down to
+    the log interval."""
+    from sbd_vae.hardware import resolve_precision
+
+    cfg = _paper(args, batch_size=args.batch_size or _paper(args).batch_size)
+    precision = resolve_precision(args.precision)
+    row = next((r for r in rows if r["batch_size"] == cfg.batch_size
+                and r["precision"] == precision), None)  # fmt: skip
+    if args.smoke:
+        return row, args.smoke_steps
+    if row is None:
+        raise SystemExit(
+            f"gpu_study.py: --batch_size {cfg.batch_size} with {precision} was not measured; "
+            f"add it to --bench_batches (now {args.bench_batches})"
+        )
+    share = args.budget_min * 60.0 / n_runs - row["compile_seconds"] - args.overhead_s
+    steps = int(share * row["img_per_s"] / cfg.batch_size) // cfg.log_every * cfg.log_every
+    if steps < cfg.log_every:
+        raise SystemExit(
+            f"gpu_study.py: --budget_min {args.budget_min} leaves {share:.0f} s per run for "
+            f"{n_runs} runs: raise --budget_min or pass fewer --betas"
+        )
+    return row, steps
+
+
+def train_grid(args, data_rows) -> list[dict]:
+    import keras
+
+    import training
+    from sbd_vae.sweep import run_name
+
+    betas = sorted(args.betas, key=lambda b: (b not in SEED_BETAS, b))
+    runs = [(b, s) for b in betas for s in args.seeds]
+    row, steps = plan_steps(args, data_rows, len(runs))
+    every = max(steps // 10 // _paper(args).log_every, 1) * _paper(args).log_every
+    results, t_start = [], time.time()
+    for beta, seed in runs:
+        elapsed = time.time() - t_start
+        if not args.smoke and elapsed > args.budget_min * 60:
+            results.append(dict(beta=beta, seed=seed, status="skipped: budget spent"))
+            continue
+        cfg = _paper(
+            args, beta=beta, seed=seed, steps=steps, batch_size=args.batch_size or
+            _paper(args).batch_size, precision=args.precision, checkpoint_every=every,
+            frame_every=every,
+        )  # fmt: skip
+        keras.backend.clear_session()
+        out = Path(args.out) / run_name(beta, seed)
+        summary = training.train(cfg, out, progress=True)
+        results.append(dict(beta=beta, seed=seed, run=out.name, status=summary["status"],
+                            steps=summary["step"], img_per_s=summary.get("img_per_s"),
+                            train_seconds=summary.get("train_seconds")))  # fmt: skip
+    return results
+
+
+# ----------------------------------------------------------------------------- 3. packing
+def pack(files: list[tuple[Path, str]], dest: Path, max_archives: int, mib: float) -> dict:
+    """Zips ``files`` [(path, name in the archive)] in order into gpu_study_1.zip, … (at most
+    ``max_archives``, each at most ``mib`` MiB), each written to a temporary name, then renamed.
+    A file goes into the first archive where it still fits (its stored size bounds its
+    compressed one); one that fits nowhere is listed under "left_out". Returns the manifest."""
+    limit = int(mib * 2**20)
+    dest.mkdir(parents=True, exist_ok=True)
+    sizes = [0] * max_archives  # bytes used per archive (member sizes + 1 KiB of headers each)
+    members: list[list[tuple[Path, str]]] = [[] for _ in range(max_archives)]
+    left_out = []
+    for path, name in files:
+        need = path.stat().st_size + 1024
+        slot = next((i for i in range(max_archives) if sizes[i] + need <= limit - 4096), None)
+        if slot is None:
+            left_out.append(name)
+            continue
+        sizes[slot] += need
+        members[slot].append((path, name))
+    written = []
+    for i, group in enumerate(members):
+        if not group:
+            continue
+        final = dest / f"gpu_study_{i + 1}.zip"
+        tmp = final.with_name(final.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path, name in group:
+                zf.write(path, name)
+        os.replace(tmp, final)
+        written.append({"archive": final.name, "bytes": final.stat().st_size,
+                        "members": [n for _, n in group]})  # fmt: skip
+    return {"archives": written, "left_out": left_out}
+
+
+RUN_FILES = ("config.json", "summary.json", "history.csv", "model.keras", "training.gif")
+
+
+def files_to_pack(args, results, work: Path) -> list[tuple[Path, str]]:
+    """Throughput first, then each run in grid order (β = 1 and 102 first); every model saved
+    without its optimizer state (``training.save_without_optimizer``)."""
+    import training
+
+    files = [(work / n, n) for n in ("throughput.json", "throughput.png", "study.json")]
+    slim_dir = work / "slim"  # the optimizer-free copies of the models
+    for r in results:
+        run = Path(args.out) / r.get("run", "")
+        if r.get("status") != "done":
+            continue
+        for name in RUN_FILES:
+            src = run / name
+            if name == "model.keras":
+                slim = slim_dir / r["run"] / name
+                slim.parent.mkdir(parents=True, exist_ok=True)
+                training.save_without_optimizer(src, slim)
+                src = slim
+            if src.exists():
+                files.append((src, f"{r['run']}/{name}"))
+    return files
+
+
+# ----------------------------------------------------------------------------- main
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="data/shapes.npz")
+    p.add_argument("--out", default="runs/gpu_study", help="run folders (resumable)")
+    p.add_argument("--pack", required=True, help="folder for the archives and manifest.json")
+    p.add_argument("--budget_min", type=float, default=8.0, help="training minutes, all runs")
+    p.add_argument("--betas", type=float, nargs="+", default=[1, 16, 64, 102, 256])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--batch_size", type=int, default=None, help="default: the paper preset's")
+    p.add_argument("--precision", default="auto", help="of the β runs (auto: bf16 on cc ≥ 8)")
+    p.add_argument("--bench_batches", type=int, nargs="+", default=[16, 64, 256])
+    p.add_argument("--bench_steps", type=int, default=200)
+    p.add_argument(
+        "--overhead_s",
+        type=float,
+        default=15.0,
+        help="per-run seconds outside the step: frames, checkpoints, saving",
+    )
+    p.add_argument("--max_archives", type=int, default=2)
+    p.add_argument("--archive_mib", type=float, default=16.0)
+    p.add_argument("--smoke", action="store_true", help="tiny model, a CPU, seconds")
+    p.add_argument("--smoke_steps", type=int, default=20)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.bench_batches, args.bench_steps = [8, 16], min(args.bench_steps, 5)
+    problems = [f"--{k} must be > 0" for k in ("budget_min", "bench_steps", "max_archives",
+                "archive_mib") if not getattr(args, k) > 0]  # fmt: skip
+    problems += [f"--betas {b:g}: β must be ≥ 0" for b in args.betas if b < 0]
+    if problems:
+        p.error("; ".join(problems))
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    import keras
+
+    from sbd_vae import backend
+    from sbd_vae.hardware import gpu_compute_capabilities, machine
+    from training import make_dataset
+
+    if backend.name() != "jax":
+        raise SystemExit("gpu_study.py runs on JAX: set KERAS_BACKEND=jax")
+    import jax
+
+    devices = [str(d) for d in jax.devices()]
+    where = ", ".join(sorted(set(d.device_kind for d in jax.devices()))) + f" ({machine()})"
+    data = make_dataset(_paper(args))  # a missing or bad --data fails here, with its fix
+    work = Path(args.pack)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    rows = throughput(args, data)
+    (work / "throughput.json").write_text(json.dumps({"device": where, "rows": rows}, indent=1))
+    throughput_figure(rows, work / "throughput.png", where)
+    results = train_grid(args, rows)
+    study = dict(
+        command=" ".join(sys.argv), device=where, devices=devices, cuda_cc=[
+            list(c) for c in gpu_compute_capabilities()], versions=backend.versions(),
+        jax=jax.__version__, keras=keras.__version__, runs=results, throughput=rows,
+        wall_seconds=time.time() - t0, smoke=args.smoke,
+        config=asdict(replace(_paper(args), beta=0.0)),
+    )  # fmt: skip
+    (work / "study.json").write_text(json.dumps(study, indent=1, default=str))
+    manifest = pack(files_to_pack(args, results, work), work, args.max_archives,
+                    args.archive_mib)  # fmt: skip
+    manifest["runs"] = results
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(json.dumps({k: manifest[k] for k in ("archives", "left_out")}, indent=1))
+    return manifest
+
+
+if __name__ == "__main__":
+    main()
