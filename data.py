@@ -1,4 +1,4 @@
-"""A plain tf.data loader over a pre-exported file of already transformed images.
+"""A plain batch loader over a pre-exported file of already transformed images.
 
 No real-time transforms here: the file is written once by
 
@@ -11,6 +11,13 @@ streams from dataset.ShapesDataset instead; this is for users who want a fixed, 
     from data import load_dataset
     ds = load_dataset("data/export.npz", batch_size=64)   # one epoch; add .repeat() for more
     for images, factors in ds: ...                         # (B, H, W, 1) float32 in [0, 1], (B, K)
+
+On TensorFlow (the default backend) load_dataset returns a tf.data.Dataset of tensors. On JAX
+(KERAS_BACKEND=jax) tensorflow is never imported: it returns a NumpyBatches, an iterable whose
+every iteration is one epoch of numpy batches. Without shuffling its batches equal the tf.data
+ones; with shuffling each epoch is a permutation drawn from numpy (seed, epoch), not tf.data's
+shuffle buffer, so the order differs from TensorFlow's (every image keeps its label).
+Importing this module imports numpy only.
 """
 
 from __future__ import annotations
@@ -19,9 +26,8 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from sbd_vae import rundir
+from sbd_vae import backend, rundir
 
 EXPORT_FIX = "re-create it with `.venv/bin/python dataset.py export --n N --out {path}`"
 KEYS = ("images", "factors", "factor_names", "meta")
@@ -67,10 +73,37 @@ def load_arrays(path: str) -> dict:
     return out
 
 
+class NumpyBatches:
+    """One epoch per iteration of numpy (images float32 [0, 1] (B, H, W, 1), factors float32
+    (B, K)); the loader on JAX (see the module docstring). Epoch e (counted per object, from 0)
+    is shuffled with numpy's default_rng([seed, e]) when `shuffle`."""
+
+    def __init__(self, images, factors, batch_size: int, shuffle: bool, seed: int, scale: float):
+        self.images, self.factors = images, factors  # stored dtype, (N, H, W, 1); (N, K)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
+        self.scale, self.epoch = np.float32(scale), 0
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.images)
+        order = np.arange(n)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        self.epoch += 1
+        for i in range(0, n, self.batch_size):
+            j = order[i : i + self.batch_size]
+            # float32 * float32, as tf.cast(x, tf.float32) * scale: the same pixel values
+            yield self.images[j].astype(np.float32) * self.scale, self.factors[j]
+
+
 def load_dataset(
     path: str, batch_size: int, shuffle: bool = True, seed: int = 0, cache: bool = True
-) -> tf.data.Dataset:
-    """One epoch of (images float32 [0, 1] (B, H, W, 1), factors float32 (B, K)) from an export.
+):
+    """One epoch of (images float32 [0, 1] (B, H, W, 1), factors float32 (B, K)) from an export:
+    a tf.data.Dataset on TensorFlow, a NumpyBatches on JAX (`cache` does not apply there: the
+    arrays are in memory).
 
     Shuffling reshuffles every epoch (deterministically from `seed`); the last batch may be
     smaller. The images stay in their stored dtype (uint8: 4x smaller) until after batching."""
@@ -79,6 +112,10 @@ def load_dataset(
     a = load_arrays(path)
     images, factors = a["images"], a["factors"]
     scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+    if backend.is_jax():
+        return NumpyBatches(images, factors, batch_size, shuffle, seed, scale)
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
     ds = tf.data.Dataset.from_tensor_slices((images, factors))
     if cache:
         ds = ds.cache()

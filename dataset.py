@@ -1,11 +1,35 @@
-"""Shapes dataset: a ground-truth sampler and an on-the-fly tf.data stream.
+"""Shapes dataset: a ground-truth sampler and on-the-fly streams, on TensorFlow and on JAX.
 
 The base renders (blender/render_shapes.py -> data/shapes.npz) carry the "rendered" factors
-(shape, azimuth, tilt). Zoom (`scale`) and translation (`pos_x`, `pos_y`) are applied here, in
-the TF graph, batched, with one affine warp per batch (tf.raw_ops.ImageProjectiveTransformV3,
-bilinear, zero fill), in the spirit of dSprites (Matthey et al. 2017), where position and scale
-are generative factors alongside shape and orientation, and of the spatial-broadcast decoder
-experiments of Watters et al. (2019), whose point is that position is easy to disentangle.
+(shape, azimuth, tilt). Zoom (`scale`) and translation (`pos_x`, `pos_y`) are applied here,
+batched, with one affine warp per batch (`ShapesDataset.warp`: keras.ops, bilinear, zero fill),
+in the spirit of dSprites (Matthey et al. 2017), where position and scale are generative factors
+alongside shape and orientation, and of the spatial-broadcast decoder experiments of Watters et
+al. (2019), whose point is that position is easy to disentangle.
+
+Backends (sbd_vae/backend.py): the warp is written once in keras.ops and runs on the Keras
+backend in use. On TensorFlow (the default) `keras.ops.image.affine_transform` is the same
+ImageProjectiveTransformV3 op as before, so the pixels are bit-identical to the earlier raw-op
+implementation. On JAX (`KERAS_BACKEND=jax`) nothing here imports tensorflow, and the same factors
+give the same pixels within 1/255 (tests/test_augment_backends.py). Importing this module imports
+only numpy and the standard library; Keras is imported when a ShapesDataset is built.
+
+Streams, each batch a pure function of (seed, k), so `start=s` resumes exactly at batch s:
+- `tf_dataset(B, seed, start, discrete)`: tf.data, TensorFlow only; (images, factors) tensors.
+  The warp runs in the tf.data map on the CPU (the fastest path on a TF CPU machine: see
+  bench/bench_data.py).
+- `param_stream(B, seed, start, discrete)`: backend-neutral numpy batches of warp parameters,
+  `param_batch(B, seed, k, discrete)` -> dict(base_idx int32 (B,), scale, pos_x, pos_y
+  float32 (B,), factors float32 (B, K)). The host sends only these; the train step calls
+  `ds.warp(*[p[k] for k in WARP_KEYS])` on the device (jit-compatible on JAX and in a TF
+  graph; the resize pyramid is built once and stays a device-resident backend tensor. Under
+  jax.jit a closed-over pyramid is compiled into the program as a constant, 36 MiB at 128²:
+  about a second more compile time, once).
+- `image_stream(B, seed, start, discrete)`: param_stream with the warp applied, numpy
+  (images, factors) batches; what write_sheet and export use on JAX.
+tf_dataset and param_stream draw from different random generators (TF stateless RNG, numpy
+Philox), so their batches differ; both are uniform over the same ranges, and in discrete mode
+`images_from_factors(factors.astype(int))` reproduces either stream's pixels.
 
 Factors, in this order (rendered ones first, as stored in the npz):
     shape, azimuth, tilt, scale, pos_x, pos_y
@@ -31,6 +55,7 @@ The sampler follows disentanglement_lib's GroundTruthData contract (Locatello et
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -38,9 +63,8 @@ import sys
 import zipfile
 
 import numpy as np
-import tensorflow as tf
 
-from sbd_vae import plotting, rundir
+from sbd_vae import backend, plotting, rundir
 
 RENDER_FIX = "run `.venv/bin/python blender/render_shapes.py --out {path}` (or `make demo`)"
 
@@ -119,6 +143,7 @@ def _ranges(name: str, r, positive: bool) -> tuple[float, float]:
 
 
 MAX_SCALES, MAX_POSITIONS = 8, 16  # the grid sizes of the 128² paper setting
+WARP_KEYS = ("base_idx", "scale", "pos_x", "pos_y")  # warp()'s arguments in a param_batch
 
 
 def grid_sizes(image_size: int, scale_range, pos_range, r_max: float) -> tuple[int, int]:
@@ -202,12 +227,15 @@ class ShapesDataset:
         self.values["pos_y"] = self.positions
         self._rendered_table = np.indices(self.rendered_sizes).reshape(len(r["sizes"]), -1).T
 
-        self._pyramid, self._ratios = _pyramid(base, self.image_size, self.scale_range[0])
+        pyramid, self._ratios = _pyramid(base, self.image_size, self.scale_range[0])
         self._num_base = len(base)
-        spec = tf.TensorSpec([None], tf.float32)
-        self._warp = tf.function(
-            self._warp_batch, input_signature=[tf.TensorSpec([None], tf.int32), spec, spec, spec]
-        )
+        from keras import ops  # noqa: PLC0415 (keras, and with it the backend, only when used)
+
+        # backend constants, built once: on a GPU they live in device memory and warp() only
+        # gathers from them. pyramid float32 (L*N, S, S, 1), level ratios float32 (L,)
+        self._pyramid = ops.convert_to_tensor(pyramid)
+        self._ratio_table = ops.convert_to_tensor(np.asarray(self._ratios, np.float32))
+        self._jit_warp = None  # backend.jit of _warp, made on first use (_compiled_warp)
 
     # ------------------------------------------------------------------ validation
     def _check_frame(self) -> None:
@@ -227,33 +255,32 @@ class ShapesDataset:
         )
 
     # ------------------------------------------------------------------ the warp
-    def _warp_batch(self, base_idx, scale, pos_x, pos_y):
-        """base_idx int32 (B,), scale/pos float32 (B,) -> float32 (B, S, S, 1) in [0, 1].
+    def warp(self, base_idx, scale, pos_x, pos_y):
+        """Render a batch: base_idx int (B,) indexes the base renders (row-major over the rendered
+        factors), scale, pos_x, pos_y float (B,) physical values -> backend tensor float32
+        (B, S, S, 1) in [0, 1].
 
-        Output pixel p (pixel centres at integer coordinates, centre c = (S-1)/2) shows the level-0
-        source point q = (p - c - t) / scale + c with t = pos * S. The source is the pyramid
-        level l = floor(log2(1/scale)) (so bilinear never decimates by more than 2x), whose
-        pixel coordinate is (q + 0.5) * k - 0.5 with k = S_l / S."""
-        s = self.image_size
-        c = (s - 1) / 2.0
-        n_levels = len(self._ratios)
-        level = tf.floor(-tf.math.log(scale) / math.log(2.0))  # (B,)
-        level = tf.cast(tf.clip_by_value(level, 0.0, n_levels - 1.0), tf.int32)
-        k = tf.gather(tf.constant(self._ratios, tf.float32), level)  # (B,)
-        src = tf.gather(self._pyramid, level * self._num_base + base_idx)  # (B, S, S, 1)
-        a = k / scale
-        bx = ((-c - pos_x * s) / scale + c + 0.5) * k - 0.5
-        by = ((-c - pos_y * s) / scale + c + 0.5) * k - 0.5
-        zero = tf.zeros_like(a)
-        transforms = tf.stack([a, zero, bx, zero, a, by, zero, zero], axis=1)  # (B, 8)
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=src,
-            transforms=transforms,
-            output_shape=tf.constant([s, s], tf.int32),
-            fill_value=tf.constant(0.0),
-            interpolation="BILINEAR",
-            fill_mode="CONSTANT",
-        )
+        Pure keras.ops on backend tensors (numpy in is converted), so it can be called eagerly,
+        inside a jitted JAX function and inside a TF graph (a train step, a tf.data map); the
+        resize pyramid is a captured backend constant. Inputs are not range-checked here (that
+        cannot be done inside a jitted step): param_batch and images_from_factors give valid
+        ones."""
+        return _warp(
+            self._pyramid, self._ratio_table, self._num_base, self.image_size,
+            base_idx, scale, pos_x, pos_y,
+        )  # fmt: skip
+
+    def _compiled_warp(self):
+        """warp compiled with backend.jit (tf.function / jax.jit), the pyramid passed as an
+        argument rather than closed over (a closed-over array would be baked into the compiled
+        JAX program as a literal). numpy or backend (B,) in, backend (B, S, S, 1) out."""
+        if self._jit_warp is None:
+            n, s = self._num_base, self.image_size
+            self._jit_warp = backend.jit(
+                lambda pyr, ratios, b, sc, x, y: _warp(pyr, ratios, n, s, b, sc, x, y)
+            )
+        fn = self._jit_warp
+        return lambda b, sc, x, y: fn(self._pyramid, self._ratio_table, b, sc, x, y)
 
     # ------------------------------------------------------------------ sampler API
     def sample_factors(self, n: int, rng: np.random.RandomState) -> np.ndarray:
@@ -284,29 +311,48 @@ class ShapesDataset:
         return out
 
     def images_from_factors(self, factors, chunk: int = 512) -> np.ndarray:
-        """float32 (n, S, S, 1) in [0, 1], deterministic; the same warp as tf_dataset."""
+        """float32 (n, S, S, 1) in [0, 1], deterministic; the same warp as the streams.
+
+        On a backend that compiles once per input shape (JAX), the last chunk is padded to a
+        power of two so that any n compiles at most log2(chunk) + 1 programs."""
+        if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
         f = self._check_factors(factors)
         kr = len(self.rendered_sizes)
         base = np.ravel_multi_index(f[:, :kr].T, self.rendered_sizes).astype(np.int32)  # (n,)
         scale = self.scales[f[:, kr]]
         px, py = self.positions[f[:, kr + 1]], self.positions[f[:, kr + 2]]
         out = np.empty((len(f), self.image_size, self.image_size, 1), np.float32)
+        warp, pad = self._compiled_warp(), backend.retraces_per_shape()
         for i in range(0, len(f), chunk):
-            j = slice(i, i + chunk)
-            out[j] = self._warp(base[j], scale[j], px[j], py[j]).numpy()
+            args = [a[i : i + chunk] for a in (base, scale, px, py)]  # each (m,)
+            m = len(args[0])
+            if pad and m < chunk:  # repeat the first item up to min(chunk, 2^ceil(log2 m))
+                m_pad = min(chunk, 1 << (m - 1).bit_length())
+                args = [np.concatenate([a, np.repeat(a[:1], m_pad - m)]) for a in args]
+            out[i : i + m] = _to_numpy(warp(*args))[:m]
         return out
 
     def tf_dataset(self, batch_size: int, seed: int, start: int = 0, discrete: bool = False):
-        """Infinite tf.data stream of (images float32 (B, S, S, 1), factors float32 (B, K)).
+        """Infinite tf.data stream of (images float32 (B, S, S, 1), factors float32 (B, K));
+        TensorFlow backend only (on JAX: param_stream / image_stream).
 
         Batch k is a pure function of (seed, k), so tf_dataset(B, seed, start=s) yields exactly
         batches s, s+1, ... of tf_dataset(B, seed) (resumable training). Rendered factors are
         uniform over their grid and reported as indices. discrete=False: scale, pos_x, pos_y
         are continuous uniform over their ranges and reported as physical values.
         discrete=True: all K factors are grid indices, and images_from_factors(factors.astype(int))
-        reproduces the stream's pixels."""
+        reproduces the stream's pixels. The warp (self.warp) runs inside the tf.data map.
+        Its random draws are TF's stateless RNG, not param_stream's: the batches differ."""
+        if backend.is_jax():
+            raise RuntimeError(
+                "tf_dataset needs the TensorFlow backend (KERAS_BACKEND=jax is set); use "
+                "param_stream (warp in the train step) or image_stream instead"
+            )
         if isinstance(batch_size, bool) or int(batch_size) < 1 or int(start) < 0:
             raise ValueError(f"batch_size must be >= 1 and start >= 0, got {batch_size}, {start}")
+        import tensorflow as tf  # noqa: PLC0415 (TF-only path)
+
         b, n_base, discrete = int(batch_size), self._num_base, bool(discrete)
         table = tf.constant(self._rendered_table, tf.float32)  # (N, Kr)
         scales, positions = tf.constant(self.scales), tf.constant(self.positions)
@@ -336,13 +382,76 @@ class ShapesDataset:
                 scale = s_lo + (s_hi - s_lo) * u[0]
                 px, py = p_lo + (p_hi - p_lo) * u[1], p_lo + (p_hi - p_lo) * u[2]
                 extra = tf.stack([scale, px, py], 1)  # (B, 3) physical values
-            images = self._warp(base, scale, px, py)  # (B, S, S, 1)
+            images = self.warp(base, scale, px, py)  # (B, S, S, 1)
             factors = tf.concat([tf.gather(table, base), extra], 1)  # (B, K)
             return images, factors
 
         ds = tf.data.Dataset.range(int(start), 2**62)
         ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    # ------------------------------------------------------------------ backend-neutral streams
+    def param_batch(self, batch_size: int, seed: int, k: int, discrete: bool = False) -> dict:
+        """Batch k of param_stream(batch_size, seed, discrete=discrete): a pure function of
+        (seed, k), drawn with numpy's counter-based Philox generator keyed by (seed, k)
+        (Salmon et al. 2011), so any batch can be made without its predecessors.
+
+        Returns dict of numpy arrays: base_idx int32 (B,) into the base renders; scale, pos_x,
+        pos_y float32 (B,) physical values (the warp's inputs, WARP_KEYS); factors float32
+        (B, K). Rendered factors are uniform over their grid and reported as indices.
+        discrete=False: scale, pos_x, pos_y continuous uniform over their ranges, reported as
+        physical values; discrete=True: grid indices, and
+        images_from_factors(factors.astype(int)) reproduces warp(...) of this batch."""
+        b, seed, k = _check_stream(batch_size, seed, k, "k")
+        rng = np.random.Generator(np.random.Philox(key=np.array([seed, k], np.uint64)))
+        base = rng.integers(0, self._num_base, size=b, dtype=np.int32)  # (B,)
+        if discrete:
+            sizes = np.array([self.num_scales, self.num_positions, self.num_positions])
+            idx = rng.integers(0, sizes, size=(b, 3))  # (B, 3) scale, pos_x, pos_y indices
+            scale = self.scales[idx[:, 0]]
+            px, py = self.positions[idx[:, 1]], self.positions[idx[:, 2]]
+            extra = idx.astype(np.float32)
+        else:
+            u = rng.random((3, b), dtype=np.float32)  # (3, B) in [0, 1)
+            (s_lo, s_hi), (p_lo, p_hi) = self.scale_range, self.pos_range
+            scale = np.float32(s_lo) + np.float32(s_hi - s_lo) * u[0]
+            px = np.float32(p_lo) + np.float32(p_hi - p_lo) * u[1]
+            py = np.float32(p_lo) + np.float32(p_hi - p_lo) * u[2]
+            extra = np.stack([scale, px, py], 1)  # (B, 3) physical values
+        table = self._rendered_table[base].astype(np.float32)  # (B, Kr) indices
+        return dict(
+            base_idx=base, scale=scale, pos_x=px, pos_y=py,
+            factors=np.concatenate([table, extra], 1),
+        )  # fmt: skip
+
+    def param_stream(self, batch_size: int, seed: int, start: int = 0, discrete: bool = False):
+        """Infinite iterator of param_batch(batch_size, seed, k, discrete) for k = start,
+        start + 1, ...: start=s yields exactly batches s, s+1, ... (resumable training). numpy
+        only; the train step renders each batch on the device with warp(*[p[k] for k in
+        WARP_KEYS])."""
+        b, seed, start = _check_stream(batch_size, seed, start, "start")  # now, not at next()
+        discrete = bool(discrete)
+        return (self.param_batch(b, seed, k, discrete) for k in itertools.count(start))
+
+    def image_stream(self, batch_size: int, seed: int, start: int = 0, discrete: bool = False):
+        """Infinite iterator of numpy (images float32 (B, S, S, 1), factors float32 (B, K)):
+        param_stream with the compiled warp applied, on any backend (write_sheet and export use
+        it on JAX). One batch is kept in flight, so on JAX the next warp runs while the
+        caller consumes this one."""
+        params = self.param_stream(batch_size, seed, start, discrete)
+        warp = self._compiled_warp()
+
+        def run():
+            def launch():
+                p = next(params)
+                return warp(*[p[key] for key in WARP_KEYS]), p["factors"]
+
+            pending = launch()
+            while True:
+                (x, f), pending = pending, launch()
+                yield _to_numpy(x), f
+
+        return run()
 
     def config(self) -> dict:
         """The data config, JSON-serialisable: written into runs/<name>/config.json."""
@@ -374,24 +483,159 @@ def _max_radius(images: np.ndarray) -> float:
     return float((np.sqrt((xs - c) ** 2 + (ys - c) ** 2).max() + 0.5) / r)
 
 
+def _warp(pyramid, ratios, num_base: int, size: int, base_idx, scale, pos_x, pos_y):
+    """ShapesDataset.warp with its constants as arguments (so that a jitted caller can pass the
+    pyramid instead of closing over it). pyramid float32 (L*N, S, S, 1), ratios float32 (L,).
+
+    Coordinates. The affine transform (keras.ops.image.affine_transform: TF's
+    ImageProjectiveTransformV3, JAX's map_coordinates) puts pixel centres at integer coordinates:
+    output pixel p (column x, row y) samples the source at the point T p. The resize pyramid uses
+    half-pixel centres (source pixel i covers [i, i+1) of the level-0 grid scaled by k), hence
+    the +0.5 / -0.5 below. Output pixel p, with image centre c = (S-1)/2 and shift t = pos * S,
+    shows the level-0 point q = (p - c - t) / scale + c; the source is pyramid level
+    l = floor(log2(1/scale)) (so bilinear never decimates by more than 2x), whose pixel
+    coordinate is (q + 0.5) * k - 0.5 with k = S_l / S. Levels sit top-left in an S x S canvas
+    of zeros, so the constant-0 fill and the canvas agree outside the level."""
+    from keras import ops  # noqa: PLC0415
+
+    args = {"base_idx": base_idx, "scale": scale, "pos_x": pos_x, "pos_y": pos_y}
+    for name, v in args.items():
+        v = ops.convert_to_tensor(v)
+        if len(v.shape) != 1:
+            raise ValueError(f"{name} must be a 1-D batch (B,), got shape {tuple(v.shape)}")
+        args[name] = ops.cast(v, "int32" if name == "base_idx" else "float32")
+    lengths = {n: v.shape[0] for n, v in args.items() if v.shape[0] is not None}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"base_idx, scale, pos_x, pos_y must have one length, got {lengths}")
+    base_idx, scale, pos_x, pos_y = args.values()
+    s = size
+    c = (s - 1) / 2.0
+    n_levels = int(ratios.shape[0])
+    # written as the earlier tf.raw_ops implementation, operation for operation, so that on TF
+    # every float32 value (and so every pixel) is bit-identical to it
+    level = ops.floor(-ops.log(scale) / math.log(2.0))  # (B,)
+    level = ops.cast(ops.clip(level, 0.0, n_levels - 1.0), "int32")
+    k = ops.take(ratios, level, axis=0)  # (B,)
+    src = ops.take(pyramid, level * num_base + base_idx, axis=0)  # (B, S, S, 1)
+    a = k / scale
+    bx = ((-c - pos_x * s) / scale + c + 0.5) * k - 0.5
+    by = ((-c - pos_y * s) / scale + c + 0.5) * k - 0.5
+    zero = ops.zeros_like(a)
+    transforms = ops.stack([a, zero, bx, zero, a, by, zero, zero], axis=1)  # (B, 8)
+    return ops.image.affine_transform(
+        src,
+        transforms,
+        interpolation="bilinear",
+        fill_mode="constant",
+        fill_value=0,
+        data_format="channels_last",
+    )
+
+
+def _to_numpy(x) -> np.ndarray:
+    from keras import ops  # noqa: PLC0415
+
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _check_stream(batch_size, seed, k, k_name: str) -> tuple[int, int, int]:
+    """(batch_size, seed, k) as ints, or ValueError naming the bad argument."""
+    for name, v, lo in (("batch_size", batch_size, 1), ("seed", seed, 0), (k_name, k, 0)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or not lo <= v < 2**63:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    return int(batch_size), int(seed), int(k)
+
+
 def _pyramid(base: np.ndarray, size: int, min_scale: float):
     """Resize the base renders to `size` once (area averaging = antialiased), plus coarser levels
     of size/2, size/4, ... (each padded top-left into a size x size canvas) for small scales.
-    Returns (float32 tf (L*N, S, S, 1), level size ratios [S_l / S])."""
+    Returns (float32 numpy (L*N, S, S, 1), level size ratios [S_l / S]).
+
+    numpy, so that it is the same on every backend, and bit-identical to what
+    tf.image.resize(method="area") (downsampling) and tf.image.resize(method="bilinear",
+    antialias=True) (upsampling, image_size > R) gave when this ran in TensorFlow:
+    _resize_weights reproduces their kernels' float32 weights and summation order."""
     n_levels = 1 + max(0, int(math.floor(-math.log2(min_scale)))) if min_scale < 1 else 1
-    x = tf.constant(base, tf.float32) / 255.0  # (N, R, R, 1)
+    x = base.astype(np.float32) / np.float32(255.0)  # (N, R, R, 1)
     levels, ratios = [], []
     for lvl in range(n_levels):
         s_l = max(1, int(round(size / 2**lvl)))
-        if s_l == base.shape[1]:
-            img = x
-        elif s_l < base.shape[1]:
-            img = tf.image.resize(x, (s_l, s_l), method="area")
-        else:
-            img = tf.image.resize(x, (s_l, s_l), method="bilinear", antialias=True)
-        levels.append(tf.pad(img, [[0, 0], [0, size - s_l], [0, size - s_l], [0, 0]]))
+        img = x
+        if s_l != base.shape[1]:
+            starts, weights, post = _resize_weights(base.shape[1], s_l)
+            # the axis order TF's kernels sum in: ResizeArea (down) within each row first,
+            # ScaleAndTranslate (up) along the columns first; float32 sums are order-dependent
+            first, second = (2, 1) if s_l < base.shape[1] else (1, 2)
+            img = _gather_sum(x, starts, weights, axis=first)
+            img = _gather_sum(img, starts, weights, axis=second)
+            img = img * post if post != 1 else img  # (N, s_l, s_l, 1)
+        levels.append(np.pad(img, [(0, 0), (0, size - s_l), (0, size - s_l), (0, 0)]))
         ratios.append(s_l / size)
-    return tf.concat(levels, 0), ratios
+    return np.concatenate(levels, 0), ratios
+
+
+def _resize_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    """One axis of a TF resize, in its float32 arithmetic: (starts int (n_out,), weights float32
+    (n_out, span), post float32): output o = post * sum_j weights[o, j] * input[starts[o] + j],
+    summed in order j = 0, 1, ... (zero weights past a pixel's span).
+
+    Downsampling: TF's ResizeArea kernel (align_corners=False): output o averages the input
+    interval [o * r, (o + 1) * r), r = n_in / n_out, partial pixels weighted by their overlap,
+    post = 1 / r². Upsampling: TF's ScaleAndTranslate with the triangle kernel (what
+    bilinear + antialias runs; at upsampling the kernel keeps width 1): half-pixel centres,
+    sample point (o + 0.5) / scale, weights normalised over the pixels inside the image."""
+    f32 = np.float32
+    rows = []
+    if n_out <= n_in:
+        r = f32(n_in / n_out)
+        for o in range(n_out):
+            x0, x1 = f32(o * r), f32((o + 1) * r)
+            w = []
+            for v in range(math.floor(x0), math.ceil(x1)):
+                if v < x0:
+                    w.append(min(f32(v + 1 - x0), f32(x1 - x0)))
+                elif v + 1 > x1:
+                    w.append(f32(x1 - v))
+                else:
+                    w.append(f32(1.0))
+            rows.append((math.floor(x0), w))
+        post = f32(1.0 / float(r * r))  # C++: 1.0 / (float * float), in double, to float
+    else:
+        inv = f32(1.0 / float(f32(n_out) / f32(n_in)))  # kernel scale max(inv, 1) = 1
+        for o in range(n_out):
+            sample = f32(o + 0.5) * inv
+            if sample < 0 or sample > n_in:
+                rows.append((0, []))
+                continue
+            lo = min(max(math.ceil(sample - f32(1.5)), 0), n_in - 1)
+            hi = min(max(math.floor(sample + f32(0.5)), 0), n_in - 1) + 1
+            w = [max(f32(0.0), f32(1.0) - abs(f32(v) + f32(0.5) - sample)) for v in range(lo, hi)]
+            total = f32(0.0)
+            for v in w:
+                total = f32(total + v)
+            if abs(total) >= 1000.0 * np.finfo(np.float32).tiny:
+                w = [f32(v / total) for v in w]
+            rows.append((lo, w))
+        post = f32(1.0)
+    span = max(1, max(len(w) for _, w in rows))
+    weights = np.zeros((n_out, span), np.float32)
+    for o, (_, w) in enumerate(rows):
+        weights[o, : len(w)] = w
+    return np.array([s for s, _ in rows]), weights, post
+
+
+def _gather_sum(x: np.ndarray, starts, weights, axis: int) -> np.ndarray:
+    """sum_j weights[:, j] * x[starts + j] along `axis`, accumulated in order j = 0, 1, ...
+    in float32 (the order TF's kernels add in); indices past the edge carry weight 0."""
+    n = x.shape[axis]
+    shape = [1] * x.ndim
+    shape[axis] = len(starts)
+    out = None
+    for j in range(weights.shape[1]):
+        idx = np.minimum(starts + j, n - 1)
+        term = np.take(x, idx, axis=axis) * weights[:, j].reshape(shape)
+        out = term if out is None else out + term
+    return out
 
 
 # ---------------------------------------------------------------------------- CLI helpers
@@ -400,8 +644,8 @@ def _pyramid(base: np.ndarray, size: int, min_scale: float):
 def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
     """A contact sheet of n on-the-fly samples (continuous scale/position), with labels; a PNG
     written atomically with matplotlib's object API (sbd_vae/plotting.py: no pyplot)."""
-    images, factors = next(iter(ds.tf_dataset(n, seed)))
-    images, factors = images.numpy()[..., 0], factors.numpy()  # (n, S, S), (n, K)
+    images, factors = next(_numpy_batches(ds, n, seed))
+    images = images[..., 0]  # (n, S, S); factors (n, K)
     cols = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
     fig = plotting.figure(1.3 * cols, 1.3 * rows + 0.9)
@@ -430,6 +674,17 @@ def write_sheet(ds: ShapesDataset, out: str, n: int = 64, seed: int = 0) -> str:
     return out
 
 
+def _numpy_batches(ds: ShapesDataset, batch_size: int, seed: int, discrete: bool = False):
+    """Infinite iterator of numpy (images float32 (B, S, S, 1), factors float32 (B, K)) for the
+    CLI helpers: ds.tf_dataset on TensorFlow (the stream the committed samples and exports were
+    made with, and the faster one on a CPU), ds.image_stream on JAX (no tensorflow there)."""
+    if backend.is_jax():
+        yield from ds.image_stream(batch_size, seed, discrete=discrete)
+        return
+    for images, factors in ds.tf_dataset(batch_size, seed, discrete=discrete):
+        yield images.numpy(), factors.numpy()
+
+
 def _npy_member(zf: zipfile.ZipFile, name: str, dtype, shape):
     """Open `name`.npy for streaming inside zf and write its header; the caller writes raw bytes."""
     fp = zf.open(f"{name}.npy", "w", force_zip64=True)
@@ -448,14 +703,15 @@ def export(
     chunk: int = 1024,
     progress: bool = True,
 ) -> str:
-    """Write n pre-transformed samples of ds.tf_dataset(chunk, seed, discrete) to the npz `out`
+    """Write n pre-transformed samples of ds.tf_dataset(chunk, seed, discrete) (on JAX:
+    ds.image_stream) to the npz `out`
     (images uint8 or float16 (n, S, S, 1), factors float32 (n, K), factor_names, factor_sizes,
     meta JSON), streamed chunk by chunk into the zip, atomically. Read it back with data.py."""
     if int(n) < 1 or dtype not in ("uint8", "float16"):
         raise ValueError(f"need n >= 1 and dtype uint8|float16, got n={n}, dtype={dtype!r}")
     n, s, k = int(n), ds.image_size, ds.num_factors
     factors = np.empty((n, k), np.float32)
-    stream = iter(ds.tf_dataset(min(chunk, n), seed, discrete=discrete))
+    stream = _numpy_batches(ds, min(chunk, n), seed, discrete=discrete)
     bar = None
     if progress:
         from tqdm import tqdm  # noqa: PLC0415
@@ -467,10 +723,10 @@ def export(
             while done < n:
                 images, f = next(stream)
                 m = min(n - done, len(f))
-                x = images.numpy()[:m]  # (m, S, S, 1) float32 in [0, 1]
+                x = images[:m]  # (m, S, S, 1) float32 in [0, 1]
                 x = np.round(x * 255.0).astype(np.uint8) if dtype == "uint8" else x.astype(dtype)
                 fp.write(np.ascontiguousarray(x).tobytes())
-                factors[done : done + m] = f.numpy()[:m]
+                factors[done : done + m] = f[:m]
                 done += m
                 if bar is not None:
                     bar.update(m)

@@ -48,6 +48,12 @@ def jit(fn):
     return tf.function(fn, reduce_retracing=True)
 
 
+def retraces_per_shape() -> bool:
+    """True where a jitted function compiles a new program for every new input shape (JAX);
+    callers then pad batches to a few fixed sizes. False on TF (``jit`` relaxes shapes)."""
+    return is_jax()
+
+
 def versions() -> dict:
     """{"backend": name, "keras": version, <backend>: version}: what a run records."""
     import keras
