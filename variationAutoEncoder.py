@@ -406,7 +406,7 @@ class BetaVAE(keras.Model):
                     "this batch holds warp parameters, not images: set model.data_warp = "
                     "ShapesDataset(...).warp before fit (training.train does)"
                 )
-            x = self.data_warp(x["base_idx"], x["scale"], x["pos_x"], x["pos_y"])
+            x = self.data_warp(**x)  # keyword arguments: dataset.WARP_KEYS
         return x
 
     def _tf_train_step(self, data):
