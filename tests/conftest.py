@@ -89,6 +89,15 @@ class NaNAfter:
 
         return tf.data.Dataset.zip((steps, ds)).map(poison)
 
+    def param_stream(self, batch_size, seed, start=0, **kw):
+        """The JAX training stream: a NaN scale from step k on makes the warp's pixels NaN."""
+        import numpy as np
+
+        for k, batch in enumerate(self.data.param_stream(batch_size, seed, start, **kw), start):
+            if k >= self.k:
+                batch = dict(batch, scale=np.full_like(batch["scale"], np.nan))
+            yield batch
+
 
 @pytest.fixture
 def nan_after():
