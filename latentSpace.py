@@ -12,8 +12,10 @@ figure set (the lowest β against the β nearest the seed's β=102) into ``img/`
 
 Metrics, one function per paper: BetaVAE (Higgins et al. 2017), FactorVAE (Kim & Mnih 2018), MIG
 (Chen et al. 2018), DCI (Eastwood & Williams 2018), SAP (Kumar et al. 2018), Modularity and
-Explicitness (Ridgeway & Mozer 2018), with the sample counts of disentanglement_lib's
-unsupervised study (Locatello et al. 2019) for ``protocol="study"``. ``protocol="quick"`` shrinks
+Explicitness (Ridgeway & Mozer 2018), IRS (Suter et al. 2019), and the scores that need no ground
+truth (Gaussian total and Wasserstein correlation, mutual-information score; Locatello et al.
+2019), with the sample counts of disentanglement_lib's unsupervised study (Locatello et al. 2019)
+for ``protocol="study"``. ``protocol="quick"`` shrinks
 the counts for CPU; its numbers are labelled "quick" wherever they are shown and are not
 comparable to published ones.
 
@@ -54,9 +56,11 @@ from sbd_vae.metrics import (
     compute_metrics,
     dci,
     factor_vae_score,
+    irs,
     mig,
     modularity_explicitness,
     sap,
+    unsupervised_scores,
 )
 from sbd_vae.protocol import PROTOCOLS, check_protocol
 from sbd_vae.rundir import RunDirError
@@ -68,7 +72,7 @@ __all__ = [
     "report", "figures",
     # metrics
     "PROTOCOLS", "compute_metrics", "mig", "dci", "sap", "modularity_explicitness",
-    "beta_vae_score", "factor_vae_score",
+    "beta_vae_score", "factor_vae_score", "irs", "unsupervised_scores",
     # encodings
     "encode", "decode", "kl_per_latent", "unit_activity", "active_units", "ACTIVE_VAR",
     # figures

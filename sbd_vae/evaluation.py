@@ -4,7 +4,8 @@ and the reconstruction error against the data's entropy floor.
 ``latentSpace.evaluate`` loads the run (``latentSpace.load_run``: the model, its config and the
 sampler of its data) and hands them to ``score_run``, which runs the whole suite of ``metrics``
 (Higgins et al. 2017; Kim & Mnih 2018; Chen et al. 2018; Eastwood & Williams 2018; Kumar et al.
-2018; Ridgeway & Mozer 2018) on posterior means, with disentanglement_lib's study sample counts
+2018; Ridgeway & Mozer 2018; Suter et al. 2019; the unsupervised scores of Locatello et al. 2019)
+on posterior means, with disentanglement_lib's study sample counts
 (Locatello et al. 2019) or the labelled CPU-sized "quick" counts (``protocol.PROTOCOLS``), plus
 reconstruction error and KL per latent on held-out samples.
 
@@ -144,10 +145,14 @@ def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick"
 
 # Headline metrics first in tables and plots; every other float that compute_metrics returns
 # (train-split variants, FactorVAE's number of active dims) follows in alphabetical order.
+# IRS (Suter et al. 2019) and the unsupervised scores (Locatello et al. 2019) come last: the
+# latter need no ground truth, and lower is more factorised for them (report.LOWER_IS_FACTORISED).
 HEADLINE = (
     "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness_test", "sap_discrete",
     "sap_continuous", "modularity", "explicitness_test", "beta_vae_eval_accuracy",
-    "factor_vae_eval_accuracy",
+    "factor_vae_eval_accuracy", "irs", "gaussian_total_correlation",
+    "gaussian_wasserstein_correlation", "gaussian_wasserstein_correlation_norm",
+    "mutual_info_score",
 )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 PROTOCOLS: dict[str, dict] = {
     "study": dict(
-        num_train=10000,  # MIG, DCI, SAP, Modularity/Explicitness train codes
+        num_train=10000,  # MIG, DCI, SAP, Modularity/Explicitness, IRS, unsupervised train codes
         num_test=5000,  # their test codes
         batch_size=64,  # BetaVAE pairs per point, FactorVAE samples per vote
         beta_vae_train=10000,
@@ -20,7 +20,7 @@ PROTOCOLS: dict[str, dict] = {
         factor_vae_eval=5000,
         num_variance_estimate=10000,
         prune_threshold=0.05,
-        num_bins=20,
+        num_bins=20,  # histogram bins: MIG, Modularity, IRS's factors, the MI score
         eval_samples=2000,  # held-out images: reconstruction error, KL per latent, active units
         response_bases=32,  # factor-response plot: random bases of the other factors averaged
     ),

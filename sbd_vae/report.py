@@ -23,7 +23,8 @@ from .convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL, run_convergenc
 from .encoding import ACTIVE_VAR
 from .evaluation import FIGURES, HEADLINE, METRICS_SCHEMA, metric_order, read_metrics
 from .figures import plot_vs_beta, seed_std
-from .metrics.registry import metric_counts
+from .metrics.irs import DIFF_QUANTILE
+from .metrics.registry import REGISTRY, metric_counts
 from .protocol import QUICK_NOTE
 from .rundir import RunDirError
 from .significance import ALPHA, MIN_SEEDS, compare_betas, values_by_beta
@@ -37,8 +38,17 @@ DISPLAY = {
     "explicitness_test": "Explicitness", "beta_vae_eval_accuracy": "BetaVAE score",
     "factor_vae_eval_accuracy": "FactorVAE score", "active_units": "active units",
     "recon": "recon −log p(x|μ) (nats)", "recon_excess": "recon excess over entropy floor (nats)",
-    "recon_mse": "pixel MSE", "kl_total": "total KL (nats)",
+    "recon_mse": "pixel MSE", "kl_total": "total KL (nats)", "irs": "IRS",
+    "gaussian_total_correlation": "Gaussian TC", "gaussian_wasserstein_correlation": "Gaussian WC",
+    "gaussian_wasserstein_correlation_norm": "Gaussian WC (norm.)", "mutual_info_score": "MI score",
 }  # fmt: skip
+# The scores that need no ground truth (Locatello et al. 2019): 0 is a factorised code, and more is
+# more dependence between latents, so their plots say so and the index says which way they point.
+# (The report ranks β by the highest mean for every key; for these that is the least factorised.)
+LOWER_IS_FACTORISED = (
+    "gaussian_total_correlation", "gaussian_wasserstein_correlation",
+    "gaussian_wasserstein_correlation_norm", "mutual_info_score",
+)  # fmt: skip
 # Per-run columns of scores.csv after the metrics: reconstruction, active units, KL.
 RUN_COLUMNS = ("recon", "recon_floor", "recon_excess", "recon_mse", "active_units", "kl_total")
 
@@ -95,7 +105,11 @@ def sweep_runs(sweep_dir) -> list[dict]:
 
 def needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=None) -> bool:
     """Whether metrics.json ``m`` must be re-computed: absent, of another protocol, seed, schema
-    or options, of other sample counts than the protocol's now, or missing a listed figure."""
+    or options, of other sample counts than the protocol's now, without a metric that is to run
+    (registered since, or asked for in ``metric_options["metrics"]``), or missing a listed figure.
+
+    Which metrics ran is read from their timings, ``extra["time_<name>_s"]``, which
+    ``compute_metrics`` writes for every metric it runs."""
     if m is None or m.get("protocol") != protocol or m.get("seed") != seed:
         return True
     if m.get("schema") != METRICS_SCHEMA:
@@ -106,6 +120,9 @@ def needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=No
     counts = m.get("counts") or {}
     if any(counts.get(k) != v for k, v in metric_counts(protocol).items()):
         return True  # the protocol's sample counts changed since: these numbers are stale
+    ran = {k[len("time_") : -len("_s")] for k in m.get("extra") or {} if k.startswith("time_")}
+    if any(name not in ran for name in (metric_options or {}).get("metrics") or REGISTRY):
+        return True  # a metric registered since was not computed: its columns would be empty
     listed = (m.get("figures") or {}).values()
     if figures and (not listed or not all((Path(run_dir) / f).exists() for f in listed)):
         return True
@@ -270,7 +287,8 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
     for stale in PLOTS.values():
         (out / stale).unlink(missing_ok=True)  # never show plots of an earlier state
     if records:
-        labels = {k: display(k) for k in cols}
+        labels = {k: display(k) + (" (lower: more factorised)" if k in LOWER_IS_FACTORISED else "")
+                  for k in cols}  # fmt: skip
         head = f"{sweep_dir.name}: {{}} vs β\n{label}"
         plots["scores"] = plot_vs_beta(records, metric_names, out / PLOTS["scores"],
                                        head.format("disentanglement scores"), labels)  # fmt: skip
@@ -409,6 +427,16 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                   "from the posterior mean; its excess is over the data's own entropy floor "
                   "(the Bernoulli entropy of the grey target pixels). Active units: Burda et al. "
                   f"(2016), Var_x μ_d > {ACTIVE_VAR:g} on the held-out images."]  # fmt: skip
+        if any(k in ("irs", *LOWER_IS_FACTORISED) for k in shown):
+            lines += ["", "IRS is the interventional robustness score (Suter et al. 2019; higher: "
+                      "with its parent factor fixed, a latent moves less when the other factors "
+                      f"change; the {DIFF_QUANTILE:g} quantile of deviations, as disentanglement_lib). "
+                      "Gaussian TC "
+                      "(nats), Gaussian WC and its normalised form (WC / tr Σ), and the MI score "
+                      "(mean pairwise mutual information of the binned latents, nats) need no "
+                      "ground truth (Locatello et al. 2019) and measure dependence between the "
+                      "latents' posterior means: **lower is more factorised**, so for them the "
+                      "β with the highest mean below is the least factorised."]  # fmt: skip
         if factor_cols:
             lines += ["", "### Per factor (mean ± sample std over seeds)", "",
                       "MIG gap of each factor (0: no single latent owns it) and informativeness "

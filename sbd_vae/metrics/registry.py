@@ -14,17 +14,22 @@ from .base import Metric
 from .beta_vae import METRIC as BETA_VAE
 from .dci import METRIC as DCI
 from .factor_vae import METRIC as FACTOR_VAE
+from .irs import METRIC as IRS
 from .mig import METRIC as MIG
 from .modularity import METRIC as MODULARITY
 from .sap import METRIC as SAP
+from .unsupervised import METRIC as UNSUPERVISED
 
 # name -> Metric, in the order compute_metrics runs them (a new metric: an import above, an entry here)
-REGISTRY: dict[str, Metric] = {m.name: m for m in (MIG, DCI, SAP, MODULARITY, BETA_VAE, FACTOR_VAE)}
+REGISTRY: dict[str, Metric] = {
+    m.name: m for m in (MIG, DCI, SAP, MODULARITY, BETA_VAE, FACTOR_VAE, IRS, UNSUPERVISED)
+}
 
 # The suite's RNG streams in the order their seeds are drawn from the caller's RandomState (one
 # draw of len(streams()) integers), so every metric has its own stream whatever else runs. This
 # is the order of the first six metrics, which every published number used; the streams of a
-# metric registered later are appended after them (``streams``), so no earlier seed moves.
+# metric registered later are appended after them (``streams``), so no earlier seed moves: IRS
+# and the unsupervised scores (added later, deterministic) own the streams "irs", "unsupervised".
 STREAMS = (
     "data", "beta_vae_data", "factor_vae_data",
     "mig", "dci", "sap", "modularity_explicitness", "beta_vae", "factor_vae",
