@@ -31,10 +31,15 @@ study: setup
 		--out runs/study --publish results/study
 	$(PY) latentSpace.py report results/study --protocol study
 
-## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability)
+## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability) on
+## TensorFlow, then the model, training and evaluation tests again on JAX with TensorFlow
+## unimportable (tests/no_tensorflow), as on a JAX-only GPU machine
+JAX_TESTS := tests/test_model.py tests/test_training.py tests/test_saved_models.py \
+	tests/test_latent_space.py tests/test_protocol.py
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+	KERAS_BACKEND=jax PYTHONPATH=tests/no_tensorflow $(PY) -m pytest -q $(JAX_TESTS)
 
 ## bench: performance figures, written to BENCHMARKS.md
 bench: setup

@@ -21,7 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, machine  # noqa: E402
 
-SECTIONS = ["bench_data", "bench_train", "bench_precision", "bench_metrics", "bench_latent"]
+SECTIONS = [
+    "bench_data",
+    "bench_train",
+    "bench_backends",
+    "bench_precision",
+    "bench_metrics",
+    "bench_latent",
+]
 
 
 def _sections(text: str) -> dict[str, str]:
