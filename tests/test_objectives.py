@@ -218,3 +218,60 @@ def test_objective_trains_saves_and_reloads(objective, shapes_npz, tmp_path):
     x = np.zeros((4, 32, 32, 1), "float32")
     loss, terms = model.compute_terms(x, training=False)
     assert np.isfinite(float(loss)) and set(extra) <= set(terms)
+
+
+# ----------------------------------------------------------------------------- mixed-objective report
+def _mixed_records():
+    """3 seeds of β-VAE and β-TCVAE at β 1 and 4: MIG rises with β for β-VAE (0.1 → 0.5) and falls
+    for β-TCVAE (0.3 → 0.05), so any pooling of the two objectives at one β shows."""
+    mig = {("beta", 1.0): 0.1, ("beta", 4.0): 0.5, ("tcvae", 1.0): 0.3, ("tcvae", 4.0): 0.05}
+    return [
+        {"run": run_name(b, s, o), "objective": o, "beta": b, "beta_norm": b / 100, "seed": s,
+         "mig": m + 0.01 * s, "recon": 100.0, "recon_excess": 1.0, "active_units": 3,
+         "kl_total": 5.0}
+        for (o, b), m in mig.items() for s in range(3)
+    ]  # fmt: skip
+
+
+def test_beta_grouping_refuses_to_mix_objectives():
+    from sbd_vae import significance
+
+    records = _mixed_records()
+    with pytest.raises(ValueError, match="several objectives"):
+        significance.values_by_beta(records, "mig")
+    groups = significance.by_objective(list(reversed(records)))
+    assert list(groups) == ["beta", "tcvae"]  # hparams.OBJECTIVES order, whatever the input's
+    best = {o: significance.compare_betas(rs, "mig")["best"] for o, rs in groups.items()}
+    assert best == {"beta": 4.0, "tcvae": 1.0}
+
+
+def test_mixed_report_has_one_line_and_one_table_per_objective(tmp_path, monkeypatch):
+    from sbd_vae import figures, report
+
+    records = _mixed_records()
+    drawn = []
+    real_errorbar = __import__("matplotlib.axes", fromlist=["Axes"]).Axes.errorbar
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(np.round(y, 3))))
+        return real_errorbar(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr("matplotlib.axes.Axes.errorbar", spy)
+    figures.plot_vs_beta(records, ["mig"], tmp_path / "mig.png", "test")
+    assert (tmp_path / "mig.png").stat().st_size > 0
+    assert drawn == [("beta", [0.11, 0.51]), ("tcvae", [0.31, 0.06])]
+
+    rows = [{"run": {**r, "name": r["run"], "path": tmp_path / r["run"]}, "metrics": {},
+             "convergence": {"converged": True}} for r in records]  # fmt: skip
+    res = {"runs": [row["run"] for row in rows], "unfinished": [], "failed": [], "rows": rows}
+    cols = ["run", "objective", "beta", "mig"]
+    index = report._index_md(tmp_path, res, cols, records, ["mig"], "study", 0, "label", {})
+    beta_part, tc_part = index.split("## Scores of `tcvae`")
+    assert "## Scores of `beta`" in beta_part
+    # each table holds its own objective's means only: pooled, β=4 would read 0.285
+    assert "| 4 | 0.04 | 3 | 0.510 ± 0.010 |" in beta_part.split("## Which")[0]
+    assert "| 4 | 0.04 | 3 | 0.060 ± 0.010 |" in tc_part.split("## Which")[0]
+    assert "0.285" not in index
+    assert "## Which differences are real of `beta`" in index
+    assert "## Which differences are real of `tcvae`" in index
+    assert "### `tcvae`, β = 4 (β_norm = 0.04), run `tcvae_beta4_seed0`" in index
