@@ -7,15 +7,21 @@ Models
   tile z over an (H+8)×(W+8) grid, append x/y coordinate channels in [-1, 1], then
   4 × Conv(64, 3×3, VALID, ReLU) and a 1×1 conv to one logit channel. Stride 1, no upsampling.
 - ``DeconvDecoder``: the usual transposed-conv mirror of the encoder, the baseline SBD is compared to.
-- ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR) or the capacity
-  objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599).
+- ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR), the capacity
+  objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599),
+  β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs", NeurIPS) or DIP-VAE-I
+  and -II (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
+  unlabeled observations", ICLR); their formulas: ``BetaVAE.compute_terms``, ``tc_decomposition``,
+  ``dip_covariance``, ``dip_penalties``.
 
-Loss reductions (both objectives, both likelihoods)
+Loss reductions (every objective, both likelihoods)
 ---------------------------------------------------
 - reconstruction: −log p(x|z) **summed over pixels**, then **averaged over the batch**;
 - KL(q(z|x) ‖ N(0, I)): **summed over latents**, then **averaged over the batch**;
 - β-VAE:     loss = recon + β · KL
 - capacity:  loss = recon + γ · |KL − C(t)|,  C(t) = C_max · min(1, t / capacity_steps)
+- β-TCVAE:   loss = recon + MI + β · TC + dim-wise KL  (batch estimates, nats per image)
+- DIP-VAE:   loss = recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²,  λ_od = β
 With 128² = 16384 Bernoulli pixels the useful β reach the hundreds; β_norm = β · M / N (Higgins
 et al. 2017, M latents, N pixels) is what stays comparable across image sizes (``beta_norm``).
 
@@ -24,7 +30,8 @@ before any ``exp``, so exp(logvar) ≤ 4.9e8 never overflows float32 (or bfloat1
 learning rate drives the pre-activation far out of range. Inside the range the gradient is exact.
 
 Mixed precision: under a ``mixed_bfloat16`` policy the convolutions run in bf16, but the encoder's
-mean/log-variance head, the ``Sampling`` layer (so z), the KL and the reconstruction loss are float32.
+mean/log-variance head, the ``Sampling`` layer (so z), the KL, the TC and DIP statistics and the
+reconstruction loss are float32.
 
 Hyperparameters: ``BetaVAE`` takes exactly ``sbd_vae.hparams.MODEL_ARGS`` and validates them with
 ``sbd_vae.hparams.model_problems``, as ``TrainConfig`` does (``BetaVAE(**cfg.model_kwargs())``).
