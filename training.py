@@ -1,7 +1,8 @@
-"""Train one spatial-broadcast β-VAE, or a β × seed sweep, into resumable run directories.
+"""Train one spatial-broadcast β-VAE, or an objective × β × seed sweep, into resumable run directories.
 
     python training.py train --preset demo --beta 4 --seed 0 --out runs/b4 [--steps 200 ...]
     python training.py sweep --preset demo --betas 1 4 16 --seeds 0 1 --out runs/sweep
+    python training.py sweep --preset demo --objectives beta tcvae dipvae_i --betas 1 4 --out runs/obj
 
 Every ``TrainConfig`` field can be overridden with ``--<field> value``. Re-running the same command
 on an existing run directory resumes from its last checkpoint (weights, Adam state, step counter,
@@ -38,6 +39,7 @@ from sbd_vae.config import (
     preset_config,
 )
 from sbd_vae.hardware import cpu_flags, gpu_compute_capabilities, machine, resolve_precision
+from sbd_vae.hparams import OBJECTIVES
 from sbd_vae.sweep import PUBLISHED_FILES, format_sweep_table, local_sweep, run_name
 
 
@@ -256,11 +258,15 @@ def _zip_ok(path: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- sweeps
-def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publish=None) -> dict:
-    """Trains every (β, seed) sequentially into ``out/<run_name>``; keeps ``out/sweep.json`` current.
+def sweep(
+    base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publish=None, objectives=None
+) -> dict:
+    """Trains every (objective, β, seed) sequentially into ``out/<run_name>``; keeps
+    ``out/sweep.json`` current. ``objectives`` (``--objectives``): default ``[base.objective]``;
+    run names carry the objective unless it is "beta" (``sbd_vae.sweep.run_name``).
 
-    Runs go seed-major (every β of the first seed, then the next seed), so a sweep stopped part
-    way has whole β grids. A re-run skips finished runs (their summary.json exists) and resumes
+    Runs go seed-major (every objective and β of the first seed, then the next seed), so a sweep
+    stopped part way has whole β grids. A re-run skips finished runs (their summary.json exists) and resumes
     unfinished ones. A run that fails is recorded with its error and the sweep goes on.
 
     ``publish``: a results folder (e.g. ``results/study``). Each run, once finished, is copied
@@ -270,7 +276,8 @@ def sweep(base: TrainConfig, betas, seeds, out, fresh=False, progress=True, publ
     runs the same grid with ``sbd_vae.sweep_ray.ray_sweep``.)
     """
     return local_sweep(base, betas, seeds, out, train_fn=train, fresh=fresh, progress=progress,
-                       publish=publish, save_model=save_without_optimizer)  # fmt: skip
+                       publish=publish, save_model=save_without_optimizer,
+                       objectives=objectives)  # fmt: skip
 
 
 def save_without_optimizer(src, dst) -> None:
@@ -316,7 +323,7 @@ def main(argv=None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train or resume one run")
-    p_sweep = sub.add_parser("sweep", help="train a β × seed grid")
+    p_sweep = sub.add_parser("sweep", help="train an objective × β × seed grid")
     for p in (p_train, p_sweep):
         p.add_argument("--preset", default="paper", help=f"one of {sorted(PRESETS)}")
         p.add_argument("--out", required=True, help="run (train) or sweep (sweep) directory")
@@ -332,6 +339,10 @@ def main(argv=None) -> int:
         "--betas", type=float, nargs="+", default=None, help="default: preset grid"
     )
     p_sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p_sweep.add_argument(
+        "--objectives", nargs="+", default=None,
+        help=f"train each β with each of these (default: --objective); from {', '.join(OBJECTIVES)}",
+    )  # fmt: skip
     p_sweep.add_argument(
         "--publish", default=None, help="results folder: copy finished runs there, skip those in it"
     )
@@ -360,12 +371,12 @@ def main(argv=None) -> int:
             index = ray_sweep(
                 cfg, betas, args.seeds, args.out, train_fn=train_fn, address=args.address, fresh=args.fresh,
                 gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-                max_failures=args.max_failures, progress=not args.quiet,
+                max_failures=args.max_failures, progress=not args.quiet, objectives=args.objectives,
             )  # fmt: skip
         else:
             index = sweep(
                 cfg, betas, args.seeds, args.out, fresh=args.fresh, progress=not args.quiet,
-                publish=args.publish,
+                publish=args.publish, objectives=args.objectives,
             )  # fmt: skip
         return 0 if all(r["status"] == "done" for r in index["runs"]) else 1
     except (ValueError, rundir.RunDirError, NonFiniteLoss, FileNotFoundError) as e:

@@ -7,15 +7,21 @@ Models
   tile z over an (H+8)×(W+8) grid, append x/y coordinate channels in [-1, 1], then
   4 × Conv(64, 3×3, VALID, ReLU) and a 1×1 conv to one logit channel. Stride 1, no upsampling.
 - ``DeconvDecoder``: the usual transposed-conv mirror of the encoder, the baseline SBD is compared to.
-- ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR) or the capacity
-  objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599).
+- ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR), the capacity
+  objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599),
+  β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs", NeurIPS) or DIP-VAE-I
+  and -II (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
+  unlabeled observations", ICLR); their formulas: ``BetaVAE.compute_terms``, ``tc_decomposition``,
+  ``dip_covariance``, ``dip_penalties``.
 
-Loss reductions (both objectives, both likelihoods)
+Loss reductions (every objective, both likelihoods)
 ---------------------------------------------------
 - reconstruction: −log p(x|z) **summed over pixels**, then **averaged over the batch**;
 - KL(q(z|x) ‖ N(0, I)): **summed over latents**, then **averaged over the batch**;
 - β-VAE:     loss = recon + β · KL
 - capacity:  loss = recon + γ · |KL − C(t)|,  C(t) = C_max · min(1, t / capacity_steps)
+- β-TCVAE:   loss = recon + MI + β · TC + dim-wise KL  (batch estimates, nats per image)
+- DIP-VAE:   loss = recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²,  λ_od = β
 With 128² = 16384 Bernoulli pixels the useful β reach the hundreds; β_norm = β · M / N (Higgins
 et al. 2017, M latents, N pixels) is what stays comparable across image sizes (``beta_norm``).
 
@@ -24,7 +30,8 @@ before any ``exp``, so exp(logvar) ≤ 4.9e8 never overflows float32 (or bfloat1
 learning rate drives the pre-activation far out of range. Inside the range the gradient is exact.
 
 Mixed precision: under a ``mixed_bfloat16`` policy the convolutions run in bf16, but the encoder's
-mean/log-variance head, the ``Sampling`` layer (so z), the KL and the reconstruction loss are float32.
+mean/log-variance head, the ``Sampling`` layer (so z), the KL, the TC and DIP statistics and the
+reconstruction loss are float32.
 
 Hyperparameters: ``BetaVAE`` takes exactly ``sbd_vae.hparams.MODEL_ARGS`` and validates them with
 ``sbd_vae.hparams.model_problems``, as ``TrainConfig`` does (``BetaVAE(**cfg.model_kwargs())``).
@@ -45,9 +52,11 @@ from keras import layers, ops
 from sbd_vae import backend
 from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of this module's API)
     DECODERS,
+    DIP_LAMBDA_D_FACTOR,
     LIKELIHOODS,
     MODEL_ARGS,
     OBJECTIVES,
+    TC_DATASET_SIZE,
     beta_norm,
     check_image_size,
     model_problems,
@@ -60,6 +69,82 @@ PKG = "sbd_vae"  # the Keras registration package of every class here: saved fil
 def kl_per_dim(mean, logvar):
     """KL(N(mean, exp(logvar)) ‖ N(0, 1)) per latent, (B, D) → (B, D). Zero at mean=0, logvar=0."""
     return 0.5 * (ops.exp(logvar) + ops.square(mean) - 1.0 - logvar)
+
+
+def gaussian_log_density(z, mean, logvar):
+    """log N(z; mean, exp(logvar)) elementwise (shapes broadcast), in nats."""
+    return -0.5 * (math.log(2.0 * math.pi) + logvar + ops.square(z - mean) * ops.exp(-logvar))
+
+
+def mss_log_weights(batch: int, dataset_size: float = TC_DATASET_SIZE):
+    """(B, B) log importance weights of minibatch stratified sampling (Chen et al. 2018,
+    "Isolating sources of disentanglement in VAEs", NeurIPS, App. C.2).
+
+    Row i estimates q(z_i) = E_{p(n)} q(z_i|n) from the batch that produced z_i: weight 1/N on
+    its own posterior (column i), (N − B + 1) / (N (B − 1)) on one other stratum (column i+1 mod
+    B) and 1/(B − 1) on the remaining B − 2. Each row sums to 1. Needs B ≥ 2."""
+    n, b = float(dataset_size), ops.cast(batch, "float32")  # batch may be a traced int
+    eye = ops.eye(batch, dtype="float32")  # (B, B)
+    strat = ops.roll(eye, 1, axis=1)  # (B, B): 1 at (i, i+1 mod B)
+    other = 1.0 - eye - strat  # (B, B): the B − 2 plain strata of each row
+    w = eye / n + strat * ((n - b + 1.0) / (n * (b - 1.0))) + other / (b - 1.0)
+    return ops.log(w)  # every weight is > 0 for N ≥ B ≥ 2
+
+
+def tc_decomposition(z, mean, logvar, dataset_size: float = TC_DATASET_SIZE) -> dict:
+    """KL = MI + TC + dim-wise KL on a batch (Chen et al. 2018, Eq. 2), each a batch mean (nats).
+
+    z, mean, logvar: (B, D), z ~ q(z|x_i) row by row. With log q(z) and log q(z_l) estimated by
+    minibatch stratified sampling (``mss_log_weights``, N = ``dataset_size``):
+      mi         = E[log q(z|x) − log q(z)]              (index-code mutual information)
+      tc         = E[log q(z) − Σ_l log q(z_l)]          (total correlation)
+      dimwise_kl = E[Σ_l log q(z_l) − log p(z)]           (p = N(0, I))
+    The three add up to the one-sample KL estimate E[log q(z|x) − log p(z)] for any N.
+    """
+    b = ops.shape(z)[0]
+    # log q(z_il | x_j) for every pair: (B, B, D) indexed [i, j, l]
+    log_qzx = gaussian_log_density(z[:, None, :], mean[None, :, :], logvar[None, :, :])
+    log_w = mss_log_weights(b, dataset_size)  # (B, B)
+    log_qz = ops.logsumexp(log_w + ops.sum(log_qzx, axis=2), axis=1)  # (B,)
+    log_qz_dims = ops.logsumexp(log_w[:, :, None] + log_qzx, axis=1)  # (B, D)
+    log_qz_x = ops.sum(gaussian_log_density(z, mean, logvar), axis=1)  # (B,)
+    log_pz = ops.sum(gaussian_log_density(z, 0.0, 0.0), axis=1)  # (B,)
+    log_prod_qz = ops.sum(log_qz_dims, axis=1)  # (B,)
+    return {
+        "mi": ops.mean(log_qz_x - log_qz),
+        "tc": ops.mean(log_qz - log_prod_qz),
+        "dimwise_kl": ops.mean(log_prod_qz - log_pz),
+    }
+
+
+def total_correlation(z, mean, logvar, dataset_size: float = TC_DATASET_SIZE):
+    """TC(q(z)) = KL(q(z) ‖ Π_l q(z_l)) estimated on a batch by minibatch stratified sampling
+    (Chen et al. 2018, App. C.2); z, mean, logvar (B, D) → scalar (nats). ``tc_decomposition``."""
+    return tc_decomposition(z, mean, logvar, dataset_size)["tc"]
+
+
+def covariance(x):
+    """Covariance over the batch, (B, D) → (D, D): E[x xᵀ] − E[x] E[x]ᵀ (1/B normalised)."""
+    centred = x - ops.mean(x, axis=0, keepdims=True)  # (B, D)
+    return ops.matmul(ops.transpose(centred), centred) / ops.cast(ops.shape(x)[0], x.dtype)
+
+
+def dip_covariance(mean, logvar, kind: str):
+    """The covariance DIP-VAE drives to the identity (Kumar et al. 2018, "Variational inference of
+    disentangled latent concepts from unlabeled observations", ICLR), (B, D) each → (D, D):
+    kind "i": Cov_p(x)[μ(x)] (Eq. 6); kind "ii": Cov_q(z)[z] = E_p(x)[diag σ²(x)] + Cov[μ(x)] (Eq. 7)."""
+    cov = covariance(mean)
+    if kind == "ii":
+        cov = cov + ops.diag(ops.mean(ops.exp(logvar), axis=0))
+    return cov
+
+
+def dip_penalties(cov):
+    """(off-diagonal, diagonal) penalties of DIP-VAE (Kumar et al. 2018, Eq. 6-7), (D, D) → two
+    scalars: Σ_{i≠j} C_ij² and Σ_i (C_ii − 1)². The loss weighs them λ_od and λ_d."""
+    diag = ops.diagonal(cov)  # (D,)
+    off = ops.sum(ops.square(cov)) - ops.sum(ops.square(diag))
+    return off, ops.sum(ops.square(diag - 1.0))
 
 
 def _with_fields(config: dict, obj, *names) -> dict:
@@ -324,11 +409,14 @@ class BetaVAE(keras.Model):
         """Deterministic reconstruction from the posterior mean: decode(encode(x).mean)."""
         return self.decode(self.encode(x)[0])
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, return_z=False):
+        """(logits, mean, logvar), plus z (the sample when training, else the mean) with
+        ``return_z``: the latent the decoder saw, which β-TCVAE's loss needs."""
         x = self.images_of(x)  # a dict of warp parameters becomes (B, S, S, 1) images here
         mean, logvar = self.encoder(x)
         z = self.sampling((mean, logvar)) if training else mean
-        return self.decoder(z), mean, logvar
+        logits = self.decoder(z)
+        return (logits, mean, logvar, z) if return_z else (logits, mean, logvar)
 
     # ----------------------------------------------------------------- objective
     def reconstruction_loss(self, x, logits):
@@ -352,30 +440,60 @@ class BetaVAE(keras.Model):
         t = ops.cast(step, "float32")
         return self.capacity_max * ops.minimum(1.0, t / float(max(self.capacity_steps, 1)))
 
+    # The terms an objective reports besides those of every objective (term_names).
+    EXTRA_TERMS = {
+        "tcvae": ("mi", "tc", "dimwise_kl"),
+        "dipvae_i": ("dip_offdiag", "dip_diag"),
+        "dipvae_ii": ("dip_offdiag", "dip_diag"),
+    }
+
     def term_names(self) -> list[str]:
-        """The scalar terms ``compute_terms`` reports, in tracker (and history.csv) order."""
-        return ["reconstruction", "kl", "capacity"] + [f"kl_{i}" for i in range(self.latent_dim)]
+        """The scalar terms ``compute_terms`` reports, in tracker (and history.csv) order: those of
+        every objective, then the configured objective's own (``EXTRA_TERMS``)."""
+        common = ["reconstruction", "kl", "capacity"] + [f"kl_{i}" for i in range(self.latent_dim)]
+        return common + list(self.EXTRA_TERMS.get(self.objective, ()))
 
     def compute_terms(self, x, training):
         """(loss, terms): the scalar loss (batch mean) and a dict of every ``term_names()`` term.
 
-        ``terms`` holds recon and kl (batch means), ``kl_i`` (batch-mean KL of latent i) and
-        ``capacity`` (C(t); 0 unless the capacity objective)."""
-        logits, mean, logvar = self(x, training=training)
+        ``terms`` holds recon and kl (batch means), ``kl_i`` (batch-mean KL of latent i),
+        ``capacity`` (C(t); 0 unless the capacity objective) and the objective's own terms:
+        - beta:      recon + β · KL
+        - capacity:  recon + γ · |KL − C(t)|
+        - tcvae:     recon + MI + β · TC + dim-wise KL (``tc_decomposition``; terms mi, tc,
+                     dimwise_kl). At β = 1 it is the ELBO with a one-sample KL.
+        - dipvae_i/ii: recon + KL + λ_od · Σ_{i≠j} C_ij² + λ_d · Σ_i (C_ii − 1)², λ_od = β,
+                     λ_d = ``DIP_LAMBDA_D_FACTOR`` · β (terms dip_offdiag, dip_diag, unweighted).
+        The batch statistics (TC, the DIP covariance) are over the local batch under tf.distribute.
+        """
+        # One forward pass through Model.__call__ and one Sampling draw per training step, as
+        # before z was returned too: the other objectives' runs are unchanged bit for bit.
+        # logits (B, S, S, 1); mean, logvar, z (B, D), float32 (encoder head, Sampling)
+        logits, mean, logvar, z = self(x, training=training, return_z=True)
+        mean, logvar = ops.cast(mean, "float32"), ops.cast(logvar, "float32")
         recon = ops.mean(self.reconstruction_loss(x, logits))
-        kl_dims = ops.mean(
-            kl_per_dim(ops.cast(mean, "float32"), ops.cast(logvar, "float32")), axis=0
-        )  # (D,)
+        kl_dims = ops.mean(kl_per_dim(mean, logvar), axis=0)  # (D,)
         kl = ops.sum(kl_dims)
         optimizer = getattr(self, "optimizer", None)  # absent before compile()
         step = optimizer.iterations if optimizer is not None else 0
         cap = self.capacity(step)
-        if self.objective == "beta":
-            loss = recon + self.beta * kl
-        else:
-            loss = recon + self.gamma * ops.abs(kl - cap)
         terms = {"reconstruction": recon, "kl": kl, "capacity": cap}
         terms.update({f"kl_{i}": kl_dims[i] for i in range(self.latent_dim)})
+        if self.objective == "beta":
+            loss = recon + self.beta * kl
+        elif self.objective == "capacity":
+            loss = recon + self.gamma * ops.abs(kl - cap)
+        elif self.objective == "tcvae":
+            parts = tc_decomposition(ops.cast(z, "float32"), mean, logvar)
+            loss = recon + parts["mi"] + self.beta * parts["tc"] + parts["dimwise_kl"]
+            terms.update(parts)
+        else:  # dipvae_i, dipvae_ii
+            off, diag = dip_penalties(
+                dip_covariance(mean, logvar, self.objective[len("dipvae_") :])
+            )
+            lambda_d = DIP_LAMBDA_D_FACTOR[self.objective] * self.beta
+            loss = recon + kl + self.beta * off + lambda_d * diag
+            terms.update(dip_offdiag=off, dip_diag=diag)
         return loss, terms
 
     def _update_trackers(self, batch, loss, terms):

@@ -84,6 +84,9 @@ class History(_StepCallback):
         row.update({k: float(logs[src]) for k, src in (
             ("loss", "loss"), ("recon", "reconstruction"), ("kl", "kl"), ("capacity", "capacity"))})  # fmt: skip
         row.update({f"kl_{i}": float(logs[f"kl_{i}"]) for i in range(self.cfg.latent_dim)})
+        # then the terms of the objective only (β-TCVAE's mi, tc, …: BetaVAE.term_names)
+        written = {"reconstruction", "kl", "capacity", *row}
+        row.update({k: float(logs[k]) for k in self.model.term_names() if k not in written})
         row["img_per_s"] = self.cfg.log_every * self.cfg.batch_size / max(dt, 1e-9)
         row["elapsed_s"] = self.elapsed
         self.rows.append(row)

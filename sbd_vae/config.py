@@ -40,8 +40,9 @@ class TrainConfig:
     hidden: int = 256
     likelihood: str = "bernoulli"  # "bernoulli" | "gaussian"
     gaussian_sigma: float = 0.1
-    # objective: Higgins β-VAE, or Burgess capacity γ·|KL − C(t)|
-    objective: str = "beta"  # "beta" | "capacity"
+    # objective (hparams.OBJECTIVES): Higgins β-VAE, Burgess capacity γ·|KL − C(t)|, β-TCVAE,
+    # DIP-VAE-I/II; --beta weighs the disentangling term of each but capacity (README, "Objectives")
+    objective: str = "beta"  # "beta" | "capacity" | "tcvae" | "dipvae_i" | "dipvae_ii"
     beta: float = 1.0
     gamma: float = 1000.0
     capacity_max: float = 25.0
@@ -222,9 +223,9 @@ def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     new = asdict(cfg)
     if old is not None:
         # Extending a run (a larger --steps) is a resume, not a new experiment; the capacity
-        # schedule does not enter a β-VAE's loss (so a preset's new ramp does not block its runs).
+        # schedule enters only the capacity objective's loss (so a preset's new ramp does not block its runs).
         ignore = ["steps"]
-        if old.get("objective") == new["objective"] == "beta":
+        if old.get("objective") == new["objective"] != "capacity":
             ignore += ["gamma", "capacity_max", "capacity_steps"]
         diff = rundir.config_diff(old, new, ignore=tuple(ignore))
         if diff:

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import imaging, plotting
 from .encoding import ACTIVE_VAR, as_images, decode, encode, kl_per_latent, unit_activity
-from .significance import values_by_beta
+from .significance import by_objective, values_by_beta
 
 # Active units follow encoding.ACTIVE_VAR (Burda et al. 2016): Var_x(E_q(z|x)[z_d]) > 0.01.
 # Factors whose grid wraps around (azimuth: 0° and 360° − step are neighbours). The metrics treat
@@ -580,7 +580,8 @@ def _beta_axis(ax, betas, norm_factor):
 def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
     """One subplot per key: mean ± sample std (ddof=1) over seeds against β (log-x), single
     seeds as grey dots, β_norm = β·M/N on the top axis. ``records``: dicts with "beta", "beta_norm" and the keys
-    (latentSpace.score_table's rows). PNG, atomic."""
+    (latentSpace.score_table's rows), and "objective": records of several objectives get one line
+    each (``significance.by_objective``), with a legend. PNG, atomic."""
     cols = min(4, len(keys)) or 1
     rows = -(-len(keys) // cols) or 1
     fig = _figure(max(3.3 * cols, 8.0), 2.9 * rows + 0.8)
@@ -589,11 +590,18 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
         r["beta_norm"] / r["beta"] for r in records if r["beta"] > 0 and np.isfinite(r["beta_norm"])
     ]
     norm_factor = float(np.median(norms)) if norms else None
+    groups = by_objective(records)
+    several = len(groups) > 1
     for ax, key in zip(axes.flat, keys):
-        betas, mean, std, vals = _by_beta(records, key)
-        for b, v in zip(betas, vals):
-            ax.scatter(np.full(len(v), b), v, s=8, color="0.6", zorder=2)
-        ax.errorbar(betas, mean, yerr=std, color="#1f77b4", marker="o", ms=4, capsize=3, zorder=3)
+        all_betas, all_vals = [], []
+        for i, (objective, recs) in enumerate(groups.items()):
+            betas, mean, std, vals = _by_beta(recs, key)
+            for b, v in zip(betas, vals):
+                ax.scatter(np.full(len(v), b), v, s=8, color="0.6", zorder=2)
+            ax.errorbar(betas, mean, yerr=std, color=f"C{i}" if several else "#1f77b4", marker="o",
+                        ms=4, capsize=3, zorder=3, label=objective if several else None)  # fmt: skip
+            all_betas, all_vals = [*all_betas, *betas], [*all_vals, *vals]
+        betas, vals = np.array(sorted(set(all_betas)), float), all_vals
         finite = np.concatenate(vals)[np.isfinite(np.concatenate(vals))] if vals else []
         if len(finite) and finite.min() >= 0 and finite.max() <= 1:
             ax.set_ylim(-0.03, 1.03)  # a score in [0, 1]: the full range, so gaps are not inflated
@@ -605,8 +613,11 @@ def plot_vs_beta(records, keys, out, title, ylabels=None) -> Path:
         _beta_axis(ax, betas, norm_factor)
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
-    fig.suptitle(f"{title}\nmean ± sample std over seeds (grey: single seeds); top axis: β_norm = β·M/N",
-                 fontsize=9)  # fmt: skip
+    if several:
+        axes.flat[0].legend(fontsize=7, title="objective", title_fontsize=7)
+    lines = "one line per objective; " if several else ""
+    fig.suptitle(f"{title}\n{lines}mean ± sample std over seeds (grey: single seeds); top axis: "
+                 "β_norm = β·M/N", fontsize=9)  # fmt: skip
     fig.tight_layout()
     return _save(fig, out)
 

@@ -18,7 +18,21 @@ MODEL_ARGS = (
 )  # fmt: skip
 DECODERS = ("sbd", "deconv")
 LIKELIHOODS = ("bernoulli", "gaussian")
-OBJECTIVES = ("beta", "capacity")
+# --objective: β-VAE (Higgins et al. 2017), capacity (Burgess et al. 2018), β-TCVAE (Chen et al.
+# 2018), DIP-VAE-I and -II (Kumar et al. 2018). In each, --beta weighs its disentangling term
+# (the KL, the TC, or λ_od of DIP); capacity uses --gamma instead (README.md, "Objectives").
+OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii")
+# DIP-VAE: λ_d = factor · λ_od (λ_od = --beta), the factors of disentanglement_lib's
+# unsupervised_study_v1 sweep (Locatello et al. 2019): 10 for DIP-VAE-I, 1 for DIP-VAE-II.
+DIP_LAMBDA_D_FACTOR = {"dipvae_i": 10.0, "dipvae_ii": 1.0}
+# β-TCVAE's minibatch-stratified-sampling estimator (Chen et al. 2018, App. C.2) needs the
+# dataset size N. Training images have continuous scale and position, so every image is new and
+# N is a modelling choice: the number of images of the paper preset's evaluation grid,
+# 6 shapes · 16 azimuths · 3 tilts · 8 scales · 16 · 16 positions = 589 824 (dSprites, Chen et
+# al.'s data, has 737 280). It caps the MI estimate at log N ≈ 13.3 nats and weighs a sample's own
+# posterior by 1/N; the TC estimate barely depends on it once N ≫ the batch. Not a config field:
+# changing it changes every tcvae run's loss.
+TC_DATASET_SIZE = 589_824
 
 
 def check_image_size(image_size: int) -> None:

@@ -23,11 +23,12 @@ from .convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL, run_convergenc
 from .encoding import ACTIVE_VAR
 from .evaluation import FIGURES, HEADLINE, METRICS_SCHEMA, metric_order, read_metrics
 from .figures import plot_vs_beta, seed_std
+from .hparams import OBJECTIVES
 from .metrics.irs import DIFF_QUANTILE
 from .metrics.registry import REGISTRY, metric_counts
 from .protocol import QUICK_NOTE
 from .rundir import RunDirError
-from .significance import ALPHA, MIN_SEEDS, compare_betas, values_by_beta
+from .significance import ALPHA, MIN_SEEDS, by_objective, compare_betas, values_by_beta
 
 # How tables and plots name a score; scores.csv keeps the keys. "SAP" is the discrete SAP of
 # disentanglement_lib's study (Kumar et al. 2018); the continuous variant is labelled as such.
@@ -66,8 +67,9 @@ def display(key: str) -> str:
 def sweep_runs(sweep_dir) -> list[dict]:
     """Every run of a sweep: sweep.json's entries plus run directories found beside them.
 
-    Each dict has name, path, beta, beta_norm, seed, finished (summary.json and model.keras exist),
-    status (sweep.json's, or "done"/"unfinished") and error (if the sweep recorded one).
+    Each dict has name, path, objective (sweep.json's, else config.json's), beta, beta_norm,
+    seed, finished (summary.json and model.keras exist), status (sweep.json's, or
+    "done"/"unfinished") and error (if the sweep recorded one). Sorted by objective, β, seed.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -82,7 +84,7 @@ def sweep_runs(sweep_dir) -> list[dict]:
         if d.is_dir() and (d / "config.json").exists() and d.name not in entries:
             cfg = load_config(d)
             entries[d.name] = {"name": d.name, "beta": cfg.beta, "seed": cfg.seed,
-                               "beta_norm": cfg.beta_norm}  # fmt: skip
+                               "beta_norm": cfg.beta_norm, "objective": cfg.objective}  # fmt: skip
     if not entries and not (sweep_dir / "sweep.json").exists():
         raise RunDirError(
             f"{sweep_dir}: not a sweep directory (no sweep.json and no run directories); create one "
@@ -97,10 +99,14 @@ def sweep_runs(sweep_dir) -> list[dict]:
             if finished
             else (e.get("status") if e.get("status") not in (None, "done") else "unfinished")
         )
-        runs.append(dict(name=name, path=path, beta=float(e["beta"]), seed=int(e["seed"]),
-                         beta_norm=float(e.get("beta_norm", float("nan"))), finished=finished,
-                         status=status, error=e.get("error")))  # fmt: skip
-    return sorted(runs, key=lambda r: (r["beta"], r["seed"]))
+        objective = e.get("objective")
+        if objective is None:  # a sweep.json written before --objectives
+            objective = load_config(path).objective if (path / "config.json").exists() else "beta"
+        runs.append(dict(name=name, path=path, objective=objective, beta=float(e["beta"]),
+                         seed=int(e["seed"]), beta_norm=float(e.get("beta_norm", float("nan"))),
+                         finished=finished, status=status, error=e.get("error")))  # fmt: skip
+    return [r for group in by_objective(runs).values()
+            for r in sorted(group, key=lambda r: (r["beta"], r["seed"]))]  # fmt: skip
 
 
 def needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=None) -> bool:
@@ -177,9 +183,10 @@ def per_factor_columns(rows) -> list[str]:
 
 
 def score_table(rows) -> tuple[list[str], list[dict]]:
-    """(columns, records) of scores.csv: one record per (β, seed).
+    """(columns, records) of scores.csv: one record per (objective, β, seed).
 
-    Columns: run, beta, beta_norm, seed (training), eval_seed (metric RNG), protocol, every metric,
+    Columns: run, beta, beta_norm, seed (training), eval_seed (metric RNG), protocol, objective
+    (README.md, "Objectives"), every metric,
     per-factor scores (``mig_<f>``: the factor's MIG gap; ``informativeness_<f>``: DCI test
     accuracy of predicting it from the whole code), RUN_COLUMNS, kl_0 … kl_{D-1}, then the run's
     training facts: steps, convergence (``converged``, ``loss_change``, ``kl_change_max``: see
@@ -187,13 +194,14 @@ def score_table(rows) -> tuple[list[str], list[dict]]:
     metric_names = metric_order({k for row in rows for k in row["metrics"]["metric_names"]})
     factor_cols = per_factor_columns(rows)
     dims = max((len(row["metrics"].get("kl_per_latent") or []) for row in rows), default=0)
-    cols = ["run", "beta", "beta_norm", "seed", "eval_seed", "protocol", *metric_names,
+    cols = ["run", "beta", "beta_norm", "seed", "eval_seed", "protocol", "objective", *metric_names,
             *factor_cols, *RUN_COLUMNS, *[f"kl_{i}" for i in range(dims)], "steps", "converged",
             "loss_change", "kl_change_max", "train_seconds", "machine"]  # fmt: skip
     records = []
     for row in rows:
         m, r = row["metrics"], row["run"]
-        rec = {"run": r["name"], "beta": m.get("beta", r["beta"]), "seed": r["seed"],
+        rec = {"run": r["name"], "objective": r["objective"], "beta": m.get("beta", r["beta"]),
+               "seed": r["seed"],
                "beta_norm": m.get("beta_norm", r["beta_norm"]), "eval_seed": m.get("seed"),
                "protocol": m["protocol"]}  # fmt: skip
         rec.update({k: m.get(k, float("nan")) for k in metric_names})
@@ -338,9 +346,10 @@ def _aggregate(records, keys) -> list[dict]:
     return out
 
 
-def _significance_md(records, keys) -> list[str]:
-    """The Welch-test section: per key, which β has the highest mean and which β it beats."""
-    lines = ["## Which differences are real", "",
+def _significance_md(records, keys, of="") -> list[str]:
+    """The Welch-test section: per key, which β has the highest mean and which β it beats.
+    ``records`` of one objective; ``of`` names it in the heading of a sweep of several."""
+    lines = [f"## Which differences are real{of}", "",
              f"Welch's t-test over seeds between the β with the highest mean and every other β; "
              f"a difference is called real only at p < {ALPHA:g}, and no comparison is made with "
              f"fewer than {MIN_SEEDS} seeds at a β. p-values are per pair, not corrected for the "
@@ -373,7 +382,9 @@ def _convergence_md(rows) -> list[str]:
     lines += ["", f"**{len(moving)} of {len(rows)} run(s) still moving.**" if moving
               else f"All {len(rows)} runs settled.", ""]  # fmt: skip
     table = []
-    for row in sorted(rows, key=lambda r: (r["run"]["beta"], r["run"]["seed"])):
+    rank = {o: i for i, o in enumerate(OBJECTIVES)}
+    for row in sorted(rows, key=lambda r: (rank.get(r["run"]["objective"], len(rank)),
+                                           r["run"]["beta"], r["run"]["seed"])):  # fmt: skip
         c = row.get("convergence") or {}
         kc = c.get("kl_change") or []
         top = int(np.argmax(np.abs(kc))) if kc else None
@@ -419,10 +430,15 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
     if records:
         shown = [m for m in metric_names if m in HEADLINE] or metric_names
         factor_cols = [c for c in cols if c.startswith(("mig_", "informativeness_"))]
-        lines += ["", f"## Scores (mean ± sample std over seeds; {protocol})", "",
-                  _md_table(["β", "β_norm", "seeds", *map(display, shown), *map(display, SUMMARY_EXTRA)],
-                            _aggregate(records, [*shown, *SUMMARY_EXTRA])),
-                  "", "SAP is the discrete SAP of disentanglement_lib's study; SAP (continuous) is "
+        # A sweep of several objectives: every table, test and figure list per objective, named
+        # in its heading (``of``); one objective: no name, the report of a β sweep.
+        groups = by_objective(records)
+        ofs = {o: f" of `{o}`" if len(groups) > 1 else "" for o in groups}
+        for objective, recs in groups.items():
+            lines += ["", f"## Scores{ofs[objective]} (mean ± sample std over seeds; {protocol})", "",
+                      _md_table(["β", "β_norm", "seeds", *map(display, shown), *map(display, SUMMARY_EXTRA)],
+                                _aggregate(recs, [*shown, *SUMMARY_EXTRA]))]  # fmt: skip
+        lines += ["", "SAP is the discrete SAP of disentanglement_lib's study; SAP (continuous) is "
                   "the squared-correlation variant. recon is −log p(x|μ) in nats per image, decoded "
                   "from the posterior mean; its excess is over the data's own entropy floor "
                   "(the Bernoulli entropy of the grey target pixels). Active units: Burda et al. "
@@ -437,14 +453,15 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                       "ground truth (Locatello et al. 2019) and measure dependence between the "
                       "latents' posterior means: **lower is more factorised**, so for them the "
                       "β with the highest mean below is the least factorised."]  # fmt: skip
-        if factor_cols:
-            lines += ["", "### Per factor (mean ± sample std over seeds)", "",
+        for objective, recs in groups.items() if factor_cols else ():
+            lines += ["", f"### Per factor{ofs[objective]} (mean ± sample std over seeds)", "",
                       "MIG gap of each factor (0: no single latent owns it) and informativeness "
                       "(DCI test accuracy of predicting it from the whole code; chance is 1 over "
                       "its number of values).", "",
                       _md_table(["β", "seeds", *map(display, factor_cols)],
-                                _aggregate(records, factor_cols))]  # fmt: skip
-        lines += ["", *_significance_md(records, [*shown, *SUMMARY_EXTRA])]
+                                _aggregate(recs, factor_cols))]  # fmt: skip
+        for objective, recs in groups.items():
+            lines += ["", *_significance_md(recs, [*shown, *SUMMARY_EXTRA], ofs[objective])]
         lines += ["", *_convergence_md(res["rows"])]
         lines += ["", "Per run: [scores.csv](scores.csv)", ""]
         for key, path in plots.items():
@@ -454,16 +471,20 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                 f"![{PLOT_TITLES[key]}]({Path(path).name})",
                 "",
             ]
-        lines += ["## Per β", ""]
-        for b in sorted({r["beta"] for r in records}):
-            rs = sorted([row for row in res["rows"] if row["run"]["beta"] == b],
+        lines += ["## Per β" if len(groups) == 1 else "## Per objective and β", ""]
+        for objective, b in [(o, b) for o, recs in groups.items()
+                             for b in sorted({r["beta"] for r in recs})]:  # fmt: skip
+            rs = sorted([row for row in res["rows"]
+                         if row["run"]["beta"] == b and row["run"]["objective"] == objective],
                         key=lambda row: row["run"]["seed"])  # fmt: skip
             run = rs[0]["run"]
             rel = f"../{run['name']}"
             other = ", ".join(
                 f"[{row['run']['name']}](../{row['run']['name']}/figures/)" for row in rs[1:]
             )
-            lines += [f"### β = {b:g} (β_norm = {run['beta_norm']:.3g}), run `{run['name']}`", ""]
+            which = f"`{objective}`, " if len(groups) > 1 else ""
+            lines += [f"### {which}β = {b:g} (β_norm = {run['beta_norm']:.3g}), run `{run['name']}`",
+                      ""]  # fmt: skip
             if other:
                 lines += [f"Other seeds: {other}", ""]
             for fig_key, caption in (("traversals", "latent traversals"),
@@ -523,12 +544,17 @@ def readme_figures(
         raise RunDirError(
             f"{sweep_dir}: no finished run to make figures from; finish the sweep first"
         )
-    ref, best = _pick_betas(records)
+    # a sweep of several objectives: the figures of β-VAE's runs (else of the first objective)
+    groups = by_objective(records)
+    objective = "beta" if "beta" in groups else next(iter(groups))
+    ref, best = _pick_betas(groups[objective])
     written = {}
     for b in dict.fromkeys([ref, best]):
         run = min(
-            (row["run"] for row in res["rows"] if row["run"]["beta"] == b), key=lambda r: r["seed"]
-        )
+            (row["run"] for row in res["rows"]
+             if row["run"]["beta"] == b and row["run"]["objective"] == objective),
+            key=lambda r: r["seed"],
+        )  # fmt: skip
         src = run["path"]
         for name, path in ((f"training_beta{b:g}.gif", src / "training.gif"),
                            (f"traversals_beta{b:g}.png", src / "figures" / FIGURES["traversals"]),

@@ -4,7 +4,9 @@ and README claim follows.
 A score without seeds is an anecdote. The report calls β_a better than β_b on a metric only when
 Welch's unequal-variance t-test over the seeds of the two β gives p < ``ALPHA``; with fewer than
 ``MIN_SEEDS`` seeds at either β it makes no comparison at all. The p-values are per pair and not
-corrected for the number of pairs; the report says so.
+corrected for the number of pairs; the report says so. Records of several objectives (``sweep --objectives``)
+are compared within one objective only: ``by_objective`` splits them, and ``values_by_beta`` (so
+``compare_betas`` and every table and plot built on it) refuses a mix.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from .hparams import OBJECTIVES
 
 ALPHA = 0.05
 MIN_SEEDS = 3
@@ -35,9 +39,28 @@ def welch(a, b) -> dict:
     return dict(t=float(res.statistic), p=float(res.pvalue), n_a=len(a), n_b=len(b), diff=diff)
 
 
+def by_objective(records) -> dict[str, list]:
+    """{objective: its records} in ``hparams.OBJECTIVES`` order (a record without "objective" is
+    β-VAE's): the split a sweep of several objectives gets before anything is grouped by β, since β
+    weighs a different term in each objective (README.md, "Objectives")."""
+    groups = {}
+    for r in records:
+        groups.setdefault(r.get("objective", "beta"), []).append(r)
+    rank = {o: i for i, o in enumerate(OBJECTIVES)}
+    return dict(sorted(groups.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
 def values_by_beta(records, key: str) -> dict[float, np.ndarray]:
     """{β: ``key`` over that β's runs (one value per seed, NaN where missing)}, β ascending: the
-    grouping behind the report's tables, its plots and the tests here."""
+    grouping behind the report's tables, its plots and the tests here. ``records`` of one
+    objective only (``by_objective``): the runs of two objectives at one β are not seeds of one
+    experiment."""
+    objectives = by_objective(records)
+    if len(objectives) > 1:
+        raise ValueError(
+            f"records of several objectives {list(objectives)}: split them with by_objective "
+            "first (β weighs a different term in each)"
+        )
     betas = sorted({r["beta"] for r in records})
     return {
         b: np.array([r.get(key, np.nan) for r in records if r["beta"] == b], float) for b in betas
@@ -93,4 +116,4 @@ def compare_betas(records, key: str, alpha: float = ALPHA, min_seeds: int = MIN_
     return out
 
 
-__all__ = ["ALPHA", "MIN_SEEDS", "compare_betas", "values_by_beta", "welch"]
+__all__ = ["ALPHA", "MIN_SEEDS", "by_objective", "compare_betas", "values_by_beta", "welch"]

@@ -1,4 +1,4 @@
-"""A β × seed sweep: the grid and its check, ``<sweep>/sweep.json``, publishing finished runs, and
+"""An objective × β × seed sweep: the grid and its check, ``<sweep>/sweep.json``, publishing finished runs, and
 the local executor.
 
 Both executors (``local_sweep`` here, ``sweep_ray.ray_sweep`` on Ray Tune) check the grid with
@@ -17,22 +17,43 @@ from pathlib import Path
 
 from . import rundir
 from .config import TrainConfig
+from .hparams import OBJECTIVES
 
 # What a results folder keeps of a finished run: enough to evaluate, plot and resume nothing.
 PUBLISHED_FILES = ("config.json", "summary.json", "history.csv", "training.gif", "model.keras")
 
 
-def run_name(beta: float, seed: int) -> str:
-    return f"beta{beta:g}_seed{seed}"
+def run_name(beta: float, seed: int, objective: str = "beta") -> str:
+    """``beta4_seed0`` for β-VAE (the names of every sweep made before other objectives, kept);
+    any other objective leads the name (``tcvae_beta4_seed0``), so a mixed sweep's names differ."""
+    prefix = "" if objective == "beta" else f"{objective}_"
+    return f"{prefix}beta{beta:g}_seed{seed}"
 
 
-def check_grid(base: TrainConfig, betas, seeds) -> TrainConfig:
-    """Validates ``base`` with every (β, seed) of the grid: a bad β fails the whole command before
-    anything is written. Returns the validated ``base``."""
+def grid_objectives(base: TrainConfig, objectives=None) -> list[str]:
+    """The objectives of a sweep: ``objectives`` (``--objectives``), else ``base.objective``.
+    An unknown one is refused with a message naming --objectives and the choices."""
+    if objectives is None:
+        return [base.objective]
+    objectives = list(objectives)
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise ValueError(
+            f"--objectives {' '.join(map(str, unknown or ['(none)']))}: choose one or more of "
+            f"{', '.join(OBJECTIVES)}"
+        )
+    return list(dict.fromkeys(objectives))  # each once, in the order given
+
+
+def check_grid(base: TrainConfig, betas, seeds, objectives=None) -> TrainConfig:
+    """Validates ``base`` with every (objective, β, seed) of the grid: a bad β or objective fails
+    the whole command before anything is written. Returns the validated ``base``."""
+    objectives = grid_objectives(base, objectives)
     base = base.validate()
-    for beta in betas:
-        for seed in seeds:
-            replace(base, beta=float(beta), seed=int(seed)).validate()
+    for objective in objectives:
+        for beta in betas:
+            for seed in seeds:
+                replace(base, objective=objective, beta=float(beta), seed=int(seed)).validate()
     return base
 
 
@@ -44,21 +65,24 @@ def finished_at(run_dir: Path) -> int:
         return 0
 
 
-def sweep_index(base: TrainConfig, betas, seeds, out: Path) -> dict:
-    """The sweep.json of this grid: one entry per (β, seed), seed-major, "done" when its run
-    finished at ``base.steps`` or later; entries of an earlier, wider grid are kept."""
+def sweep_index(base: TrainConfig, betas, seeds, out: Path, objectives=None) -> dict:
+    """The sweep.json of this grid: one entry per (objective, β, seed), seed-major (then objective,
+    then β), "done" when its run finished at ``base.steps`` or later; entries of an earlier, wider
+    grid are kept. ``objectives``: see ``grid_objectives``."""
     old = {}
     if (out / "sweep.json").exists():
         old = {r["name"]: r for r in rundir.read_json(out / "sweep.json", "sweep index")["runs"]}
     runs = []
     for seed in seeds:
-        for beta in betas:
-            name = run_name(beta, seed)
-            done = finished_at(out / name) >= base.steps
-            entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
-            entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
-            entry["status"] = "done" if done else "pending"
-            runs.append(entry)
+        for objective in grid_objectives(base, objectives):
+            for beta in betas:
+                name = run_name(beta, seed, objective)
+                done = finished_at(out / name) >= base.steps
+                entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
+                entry["objective"] = objective
+                entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
+                entry["status"] = "done" if done else "pending"
+                runs.append(entry)
     names = {r["name"] for r in runs}
     runs += [r for n, r in old.items() if n not in names]  # keep runs of an earlier, wider grid
     return {"preset": base.preset, "base_config": asdict(base), "runs": runs}
@@ -68,11 +92,14 @@ def format_sweep_table(index: dict) -> str:
     def num(r, k):
         return f"{r[k]:.2f}" if isinstance(r.get(k), float) else "-"
 
-    head = f"{'run':<22}{'β':>8}{'β_norm':>9}{'seed':>6}  {'status':<8}{'loss':>10}{'recon':>10}{'kl':>8}"
+    w = max(
+        [22] + [len(r["name"]) + 2 for r in index["runs"]]
+    )  # names of other objectives are longer
+    head = f"{'run':<{w}}{'β':>8}{'β_norm':>9}{'seed':>6}  {'status':<8}{'loss':>10}{'recon':>10}{'kl':>8}"
     lines = [head]
     for r in index["runs"]:
         lines.append(
-            f"{r['name']:<22}{r['beta']:>8g}{r['beta_norm']:>9.4f}{r['seed']:>6}  {r['status']:<8}"
+            f"{r['name']:<{w}}{r['beta']:>8g}{r['beta_norm']:>9.4f}{r['seed']:>6}  {r['status']:<8}"
             f"{num(r, 'loss'):>10}{num(r, 'recon'):>10}{num(r, 'kl'):>8}"
         )
     return "\n".join(lines)
@@ -122,14 +149,15 @@ def local_sweep(
     progress=True,
     publish=None,
     save_model=shutil.copy2,
+    objectives=None,
 ) -> dict:
-    """Trains every (β, seed) sequentially with ``train_fn`` into ``out/<run_name>``; keeps
-    ``out/sweep.json`` current; publishes with ``publish_run(..., save_model)``; see
+    """Trains every (objective, β, seed) sequentially with ``train_fn`` into ``out/<run_name>``;
+    keeps ``out/sweep.json`` current; publishes with ``publish_run(..., save_model)``; see
     ``training.sweep``."""
-    check_grid(base, betas, seeds)
+    check_grid(base, betas, seeds, objectives)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    index = sweep_index(base, betas, seeds, out)
+    index = sweep_index(base, betas, seeds, out, objectives)
     published = Path(publish) if publish is not None else None
     for entry in index["runs"]:
         if (
@@ -145,7 +173,7 @@ def local_sweep(
             continue
         entry["status"] = "running"
         rundir.write_json(out / "sweep.json", index)
-        cfg = replace(base, beta=entry["beta"], seed=entry["seed"])
+        cfg = replace(base, objective=entry["objective"], beta=entry["beta"], seed=entry["seed"])
         try:
             summary = train_fn(cfg, out / entry["name"], fresh=fresh, progress=progress)
             entry.update(

@@ -1,9 +1,9 @@
-"""β × seed sweeps as Ray Tune trials: the local sweep's run directories and sweep.json, on a cluster.
+"""Objective × β × seed sweeps as Ray Tune trials: the local sweep's run directories and sweep.json, on a cluster.
 
     python training.py sweep --preset demo --betas 1 4 16 --seeds 0 1 --out runs/sweep --executor ray
     python training.py sweep ... --executor ray --address HEAD:6379 --gpus-per-trial 1
 
-Each (β, seed) is one Tune trial: a function trainable that calls
+Each (objective, β, seed) is one Tune trial: a function trainable that calls
 ``train_fn(cfg, <sweep>/<run_name>, progress=False)`` (``training.py`` passes ``training.train``),
 exactly what the local executor does in-process, so ``latentSpace.py report`` and the notebooks
 read the result unchanged. The driver (the process that calls ``ray_sweep``) owns
@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from . import backend, rundir
 from .config import TrainConfig, from_dict
-from .sweep import check_grid, format_sweep_table, run_name, sweep_index
+from .sweep import check_grid, format_sweep_table, grid_objectives, run_name, sweep_index
 
 # The repository root: workers import training.py (train_fn's module) from it.
 REPO = Path(__file__).resolve().parents[1]
@@ -191,8 +191,8 @@ def check_resources(ray, cpus_per_trial: float, gpus_per_trial: float, where: st
 
 
 # ----------------------------------------------------------------------------- the trial
-def _config(base: dict, beta: float, seed: int) -> TrainConfig:
-    return replace(from_dict(base), beta=beta, seed=seed)
+def _config(base: dict, beta: float, seed: int, objective: str) -> TrainConfig:
+    return replace(from_dict(base), objective=objective, beta=beta, seed=seed)
 
 
 def _setup_worker(cpus: float) -> None:
@@ -238,8 +238,8 @@ def _trial(config, runs, base, out, cwd, cpus, train_fn):
     os.chdir(cwd)  # relative paths in the config (data_path) resolve as on the driver
     _setup_worker(cpus)
     name = config["run"]
-    beta, seed = runs[name]
-    cfg = _config(base, beta, seed)
+    beta, seed, objective = runs[name]
+    cfg = _config(base, beta, seed, objective)
     run = Path(out) / name
     start = _checkpoint_step(run)
     history = run / "history.csv"
@@ -312,8 +312,9 @@ def ray_sweep(
     num_cpus: int | None = None,
     storage_path: str | None = None,
     progress: bool = True,
+    objectives=None,
 ) -> dict:
-    """Trains every (β, seed) as a Ray Tune trial into ``out/<run_name>``; returns the sweep index.
+    """Trains every (objective, β, seed) as a Ray Tune trial into ``out/<run_name>``; returns the sweep index.
 
     ``train_fn(cfg, run_dir, progress=False) -> summary`` trains one run (``training.train``; it
     is pickled by reference, so workers must import its module: the repository is on their
@@ -331,15 +332,14 @@ def ray_sweep(
         )
     if max_failures < -1:
         raise ClusterError(f"--max-failures {max_failures}: use -1 (retry forever), 0 or more.")
-    base = check_grid(
-        base, betas, seeds
-    )  # a bad β fails the whole command before anything is written
+    # a bad β or objective fails the whole command before anything is written
+    base = check_grid(base, betas, seeds, objectives)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
 
-    index = sweep_index(base, betas, seeds, out)
-    todo = [e for e in index["runs"] if e["name"] in _grid(betas, seeds)]
+    index = sweep_index(base, betas, seeds, out, objectives)
+    todo = [e for e in index["runs"] if e["name"] in _grid(base, betas, seeds, objectives)]
     todo = [e for e in todo if fresh or e["status"] != "done"]
     if not todo:
         rundir.write_json(out / "sweep.json", index)
@@ -368,7 +368,7 @@ def ray_sweep(
         trainable = tune.with_resources(
             tune.with_parameters(
                 _trial,
-                runs={e["name"]: (e["beta"], e["seed"]) for e in todo},
+                runs={e["name"]: (e["beta"], e["seed"], e["objective"]) for e in todo},
                 base=asdict(base),
                 out=str(out),
                 cwd=os.getcwd(),
@@ -429,8 +429,10 @@ def _env(**values):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def _grid(betas, seeds) -> set[str]:
-    return {run_name(b, s) for b in betas for s in seeds}
+def _grid(base, betas, seeds, objectives=None) -> set[str]:
+    return {
+        run_name(b, s, o) for o in grid_objectives(base, objectives) for b in betas for s in seeds
+    }
 
 
 def _trial_name(trial) -> str:

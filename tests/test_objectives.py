@@ -1,0 +1,277 @@
+"""β-TCVAE and DIP-VAE: the estimators against closed forms, the losses built from their terms,
+short real trainings of each objective, and the refusal of bad arguments."""
+
+import json
+from contextlib import redirect_stderr
+from io import StringIO
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import training
+import variationAutoEncoder as V
+from sbd_vae import rundir
+from sbd_vae.sweep import run_name, sweep_index
+
+NEW = ("tcvae", "dipvae_i", "dipvae_ii")
+
+
+def _t(*arrays):
+    return [ops.convert_to_tensor(np.asarray(a, "float32")) for a in arrays]
+
+
+# ----------------------------------------------------------------------------- total correlation
+# A correlated Gaussian aggregate: μ(x) ~ N(0, A Aᵀ), q(z|x) = N(μ(x), s² I). Then q(z) is exactly
+# N(0, Σ) with Σ = A Aᵀ + s² I whatever s, so the decomposition has closed forms:
+#   TC = ½ (Σ_l log Σ_ll − log det Σ),  MI = ½ (log det Σ − D log s²),
+#   dim-wise KL = ½ Σ_l (Σ_ll − 1 − log Σ_ll).
+# s is not taken → 0: with point posteriors the batch estimate of q(z) is a sum of spikes, whose TC
+# is (D − 1) log N, not the Gaussian's. s = 0.5 keeps each posterior narrow next to the aggregate
+# (variances ≈ 1) and wide next to the spacing of 2000 samples in 3-d, so the estimate converges.
+A = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.5, -0.3, 0.5]])  # corr(z0, z1) ≈ 0.64
+S2 = 0.25
+
+
+def _gaussian_batch(b, seed, mix=A):
+    rng = np.random.RandomState(seed)
+    mean = rng.randn(b, 3) @ mix.T  # (B, 3)
+    logvar = np.full((b, 3), np.log(S2))
+    z = mean + np.sqrt(S2) * rng.randn(b, 3)
+    return z, mean, logvar
+
+
+def _closed_forms(mix=A):
+    cov = mix @ mix.T + S2 * np.eye(3)
+    logdet = np.linalg.slogdet(cov)[1]
+    d = np.diag(cov)
+    return {
+        "tc": 0.5 * (np.log(d).sum() - logdet),
+        "mi": 0.5 * (logdet - 3 * np.log(S2)),
+        "dimwise_kl": 0.5 * (d - 1 - np.log(d)).sum(),
+    }
+
+
+def test_tc_decomposition_matches_the_closed_form_of_a_correlated_gaussian():
+    exact = _closed_forms()
+    assert exact["tc"] == pytest.approx(0.410, abs=1e-3)  # far from 0: a TC of 0 cannot pass
+    est = {k: float(v) for k, v in V.tc_decomposition(*_t(*_gaussian_batch(2000, 0))).items()}
+    # Tolerances: over 5 seeds at B = 2000 the estimates scatter with std 0.017 (tc), 0.03 (mi)
+    # and 0.007 (dim-wise KL) around means within 0.01 (tc), 0.03 (mi) of the closed forms
+    # (log q̂ is biased low by Jensen, O(1/B)); ≈ 3.5 std each.
+    assert est["tc"] == pytest.approx(exact["tc"], abs=0.06)
+    assert est["mi"] == pytest.approx(exact["mi"], abs=0.12)
+    assert est["dimwise_kl"] == pytest.approx(exact["dimwise_kl"], abs=0.03)
+    tc_alone = float(V.total_correlation(*_t(*_gaussian_batch(2000, 0))))
+    assert tc_alone == pytest.approx(est["tc"], abs=1e-6)
+
+
+def test_tc_of_independent_latents_is_near_zero():
+    independent = np.diag(np.sqrt(np.diag(A @ A.T)))  # same marginal scales, no correlation
+    tc = float(V.total_correlation(*_t(*_gaussian_batch(2000, 1, independent))))
+    assert abs(tc) < 0.06  # the tolerance of the correlated case, whose TC is 0.41
+
+
+def test_decomposition_adds_up_to_the_one_sample_kl():
+    z, mean, logvar = _gaussian_batch(64, 2)
+    parts = V.tc_decomposition(*_t(z, mean, logvar))
+    log_q = V.gaussian_log_density(*_t(z, mean, logvar))
+    log_p = V.gaussian_log_density(*_t(z, np.zeros_like(z), np.zeros_like(z)))
+    one_sample_kl = float(ops.mean(ops.sum(log_q - log_p, axis=1)))
+    assert float(sum(parts.values())) == pytest.approx(one_sample_kl, abs=1e-4)
+
+
+@pytest.mark.parametrize("b", [2, 3, 16])
+def test_mss_weights_are_stratified_and_normalised(b):
+    n = 1000.0
+    w = np.exp(ops.convert_to_numpy(V.mss_log_weights(b, n)))  # (B, B)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.diag(w), 1 / n, rtol=1e-5)  # own posterior
+    np.testing.assert_allclose(
+        np.diag(np.roll(w, -1, axis=1)), (n - b + 1) / (n * (b - 1)), rtol=1e-5
+    )
+    rest = w[(np.eye(b) + np.roll(np.eye(b), 1, axis=1)) == 0]
+    np.testing.assert_allclose(rest, 1 / (b - 1), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- DIP-VAE
+def test_dip_penalties_of_a_hand_built_covariance():
+    # two samples ±(2, 1): Cov[μ] = [[4, 2], [2, 1]] (1/B normalised, as in Kumar et al.)
+    mean = np.array([[2.0, 1.0], [-2.0, -1.0]])
+    logvar = np.log(np.full((2, 2), 0.5))  # E[σ²] = 0.5 on the diagonal for DIP-VAE-II
+    cov_i = ops.convert_to_numpy(V.dip_covariance(*_t(mean, logvar), "i"))
+    np.testing.assert_allclose(cov_i, [[4, 2], [2, 1]], rtol=1e-6)
+    off, diag = (float(v) for v in V.dip_penalties(V.dip_covariance(*_t(mean, logvar), "i")))
+    assert (off, diag) == pytest.approx((2 * 2**2, 3**2 + 0**2))
+    off, diag = (float(v) for v in V.dip_penalties(V.dip_covariance(*_t(mean, logvar), "ii")))
+    assert (off, diag) == pytest.approx((8.0, 3.5**2 + 0.5**2))  # diag 4.5, 1.5
+    off, diag = (float(v) for v in V.dip_penalties(ops.eye(3)))
+    assert (off, diag) == (0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------- the losses
+@pytest.fixture(scope="module")
+def batch():
+    return np.random.RandomState(0).rand(8, 32, 32, 1).astype("float32")
+
+
+def _model(objective, beta=4.0):
+    keras.utils.set_random_seed(0)
+    return V.build_vae(image_size=32, latent_dim=4, channels=8, hidden=16, objective=objective,
+                       beta=beta, seed=0)  # fmt: skip
+
+
+def test_beta_vae_terms_are_unchanged():
+    names = ["reconstruction", "kl", "capacity", "kl_0", "kl_1", "kl_2", "kl_3"]
+    assert _model("beta").term_names() == names
+    assert _model("capacity").term_names() == names
+
+
+@pytest.mark.parametrize("objective", NEW)
+def test_each_loss_is_built_from_its_reported_terms(objective, batch):
+    model = _model(objective, beta=4.0)
+    loss, t = model.compute_terms(batch, training=True)
+    assert list(t) == model.term_names()
+    t = {k: float(v) for k, v in t.items()}
+    if objective == "tcvae":
+        assert model.term_names()[-3:] == ["mi", "tc", "dimwise_kl"]
+        expected = t["reconstruction"] + t["mi"] + 4.0 * t["tc"] + t["dimwise_kl"]
+    else:
+        lambda_d = {"dipvae_i": 40.0, "dipvae_ii": 4.0}[objective]  # 10 λ_od and λ_od
+        assert model.term_names()[-2:] == ["dip_offdiag", "dip_diag"]
+        expected = t["reconstruction"] + t["kl"] + 4.0 * t["dip_offdiag"] + lambda_d * t["dip_diag"]
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    # β weighs only the disentangling term: β = 1 vs β = 4 differ by 3 × that term
+    loss1, _ = _model(objective, beta=1.0).compute_terms(batch, training=True)
+    term = t["tc"] if objective == "tcvae" else t["dip_offdiag"] + lambda_d / 4.0 * t["dip_diag"]
+    assert float(loss) - float(loss1) == pytest.approx(3.0 * term, rel=1e-4, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- sweeps
+def test_run_names_keep_beta_vae_names_and_prefix_the_others(tmp_path):
+    assert run_name(4, 0) == run_name(4, 0, "beta") == "beta4_seed0"
+    assert run_name(4, 0, "tcvae") == "tcvae_beta4_seed0"
+    base = training.preset_config("test")
+    index = sweep_index(base, [1, 4], [0], tmp_path, objectives=["beta", "dipvae_i"])
+    assert [(r["name"], r["objective"]) for r in index["runs"]] == [
+        ("beta1_seed0", "beta"), ("beta4_seed0", "beta"),
+        ("dipvae_i_beta1_seed0", "dipvae_i"), ("dipvae_i_beta4_seed0", "dipvae_i"),
+    ]  # fmt: skip
+
+
+def test_local_sweep_trains_every_objective(tmp_path):
+    from sbd_vae.sweep import local_sweep
+
+    seen = []
+
+    def fake_train(cfg, out, fresh=False, progress=True):
+        seen.append((cfg.objective, cfg.beta, out.name))
+        out.mkdir(parents=True)
+        rundir.write_json(out / "summary.json", {"step": cfg.steps})
+        return {"loss": 1.0, "recon": 1.0, "kl": 0.0}
+
+    base = training.preset_config("test")
+    local_sweep(base, [2], [0], tmp_path, train_fn=fake_train, progress=False,
+                objectives=["tcvae", "beta"])  # fmt: skip
+    assert seen == [("tcvae", 2.0, "tcvae_beta2_seed0"), ("beta", 2.0, "beta2_seed0")]
+    on_disk = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["objective"] for r in on_disk["runs"]] == ["tcvae", "beta"]
+
+
+# ----------------------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--objective", "factorvae"], "--objective 'factorvae': choose one of"),
+        (["train", "--objective", "tcvae", "--beta", "-1"], "--beta -1.0"),
+        (["train", "--objective", "dipvae_ii", "--beta", "nan"], "--beta nan"),
+        (["sweep", "--objectives", "beta", "tcvea", "--betas", "1"], "--objectives tcvea: choose"),
+        (["sweep", "--objectives", "dipvae_i", "--betas", "1", "-2"], "--beta -2.0"),
+    ],
+)
+def test_bad_objective_arguments_fail_before_anything_is_written(args, message, tmp_path):
+    err = StringIO()
+    out = tmp_path / "r"
+    with redirect_stderr(err):
+        code = training.main([args[0], "--preset", "test", "--out", str(out), *args[1:]])
+    assert code == 2 and message in err.getvalue(), err.getvalue()
+    assert "tcvae" in err.getvalue() or "β" in err.getvalue()  # the choices, or what β must be
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- real trainings
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", NEW)
+def test_objective_trains_saves_and_reloads(objective, shapes_npz, tmp_path):
+    cfg = training.preset_config("test", data_path=str(shapes_npz), objective=objective, beta=4)
+    out = tmp_path / objective
+    summary = training.train(cfg, out, progress=False)
+    assert summary["status"] == "done"
+    history = rundir.read_history(out)
+    extra = V.BetaVAE.EXTRA_TERMS[objective]
+    assert all(np.isfinite(r[k]) for r in history for k in ("loss", *extra))
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"], [r["loss"] for r in history]
+    model = keras.models.load_model(out / "model.keras")
+    assert model.objective == objective and model.beta == 4.0
+    assert model.term_names()[-len(extra) :] == list(extra)
+    x = np.zeros((4, 32, 32, 1), "float32")
+    loss, terms = model.compute_terms(x, training=False)
+    assert np.isfinite(float(loss)) and set(extra) <= set(terms)
+
+
+# ----------------------------------------------------------------------------- mixed-objective report
+def _mixed_records():
+    """3 seeds of β-VAE and β-TCVAE at β 1 and 4: MIG rises with β for β-VAE (0.1 → 0.5) and falls
+    for β-TCVAE (0.3 → 0.05), so any pooling of the two objectives at one β shows."""
+    mig = {("beta", 1.0): 0.1, ("beta", 4.0): 0.5, ("tcvae", 1.0): 0.3, ("tcvae", 4.0): 0.05}
+    return [
+        {"run": run_name(b, s, o), "objective": o, "beta": b, "beta_norm": b / 100, "seed": s,
+         "mig": m + 0.01 * s, "recon": 100.0, "recon_excess": 1.0, "active_units": 3,
+         "kl_total": 5.0}
+        for (o, b), m in mig.items() for s in range(3)
+    ]  # fmt: skip
+
+
+def test_beta_grouping_refuses_to_mix_objectives():
+    from sbd_vae import significance
+
+    records = _mixed_records()
+    with pytest.raises(ValueError, match="several objectives"):
+        significance.values_by_beta(records, "mig")
+    groups = significance.by_objective(list(reversed(records)))
+    assert list(groups) == ["beta", "tcvae"]  # hparams.OBJECTIVES order, whatever the input's
+    best = {o: significance.compare_betas(rs, "mig")["best"] for o, rs in groups.items()}
+    assert best == {"beta": 4.0, "tcvae": 1.0}
+
+
+def test_mixed_report_has_one_line_and_one_table_per_objective(tmp_path, monkeypatch):
+    from sbd_vae import figures, report
+
+    records = _mixed_records()
+    drawn = []
+    real_errorbar = __import__("matplotlib.axes", fromlist=["Axes"]).Axes.errorbar
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(np.round(y, 3))))
+        return real_errorbar(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr("matplotlib.axes.Axes.errorbar", spy)
+    figures.plot_vs_beta(records, ["mig"], tmp_path / "mig.png", "test")
+    assert (tmp_path / "mig.png").stat().st_size > 0
+    assert drawn == [("beta", [0.11, 0.51]), ("tcvae", [0.31, 0.06])]
+
+    rows = [{"run": {**r, "name": r["run"], "path": tmp_path / r["run"]}, "metrics": {},
+             "convergence": {"converged": True}} for r in records]  # fmt: skip
+    res = {"runs": [row["run"] for row in rows], "unfinished": [], "failed": [], "rows": rows}
+    cols = ["run", "objective", "beta", "mig"]
+    index = report._index_md(tmp_path, res, cols, records, ["mig"], "study", 0, "label", {})
+    beta_part, tc_part = index.split("## Scores of `tcvae`")
+    assert "## Scores of `beta`" in beta_part
+    # each table holds its own objective's means only: pooled, β=4 would read 0.285
+    assert "| 4 | 0.04 | 3 | 0.510 ± 0.010 |" in beta_part.split("## Which")[0]
+    assert "| 4 | 0.04 | 3 | 0.060 ± 0.010 |" in tc_part.split("## Which")[0]
+    assert "0.285" not in index
+    assert "## Which differences are real of `beta`" in index
+    assert "## Which differences are real of `tcvae`" in index
+    assert "### `tcvae`, β = 4 (β_norm = 0.04), run `tcvae_beta4_seed0`" in index
