@@ -35,7 +35,7 @@ study: setup
 ## TensorFlow, then the model, training and evaluation tests again on JAX with TensorFlow
 ## unimportable (tests/no_tensorflow), as on a JAX-only GPU machine
 JAX_TESTS := tests/test_model.py tests/test_training.py tests/test_saved_models.py \
-	tests/test_latent_space.py tests/test_protocol.py
+	tests/test_latent_space.py tests/test_protocol.py tests/test_objectives.py
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q

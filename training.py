@@ -69,7 +69,7 @@ def build_model(cfg: TrainConfig, strategy=None):
             # JAX runs the step under jax.jit (eager JAX is op by op); TensorFlow runs it as a
             # tf.function graph, without XLA.
             model.compile(optimizer=keras.optimizers.Adam(cfg.lr), jit_compile=backend.is_jax())
-            model.optimizer.build(model.trainable_variables)
+            model.optimizer.build(model.vae_variables())  # FactorVAE's discriminator has its own
     finally:
         keras.config.set_dtype_policy(previous)
     return model

@@ -45,6 +45,7 @@ models saved by an older version).
 from __future__ import annotations
 
 import math
+import types
 
 import keras
 from keras import layers, ops
@@ -53,6 +54,8 @@ from sbd_vae import backend
 from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of this module's API)
     DECODERS,
     DIP_LAMBDA_D_FACTOR,
+    FACTORVAE_ADAM,
+    FACTORVAE_DISCRIMINATOR,
     LIKELIHOODS,
     MODEL_ARGS,
     OBJECTIVES,
@@ -335,6 +338,82 @@ class DeconvDecoder(keras.Model):
         )
 
 
+def permute_dims(z, seed_generator):
+    """Each latent permuted independently over the batch (Kim & Mnih 2018, Alg. 1): samples of
+    Π_j q(z_j) from samples of q(z). (B, D) → (B, D)."""
+    keys = keras.random.uniform(ops.shape(z), seed=seed_generator)  # (B, D)
+    return ops.take_along_axis(z, ops.argsort(keys, axis=0), axis=0)  # a permutation per column
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class Discriminator(keras.Model):
+    """FactorVAE's discriminator (Kim & Mnih 2018, "Disentangling by factorising", ICML):
+    z (B, D) → logits (B, 2) of [a sample of q(z), a dimension-wise permuted one]. ``depth`` ×
+    Dense(units, LeakyReLU) then Dense(2), as disentanglement_lib's ``fc_discriminator``; float32
+    whatever the policy (its logits estimate a log density ratio)."""
+
+    def __init__(self, latent_dim=10, units=1000, depth=6, leak=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim, self.units, self.depth, self.leak = latent_dim, units, depth, leak
+        self.hidden = [layers.Dense(units, name=f"dense{i}", dtype="float32") for i in range(depth)]
+        self.out = layers.Dense(2, name="logits", dtype="float32")
+
+    def call(self, z):
+        h = ops.cast(z, "float32")  # (B, D)
+        for dense in self.hidden:
+            h = ops.leaky_relu(dense(h), self.leak)  # (B, units)
+        return self.out(h)  # (B, 2)
+
+    def frozen(self, z):
+        """The logits with the weights held constant: the gradient reaches z (the encoder), never
+        the discriminator, which only its own loss trains (Kim & Mnih 2018, Alg. 1)."""
+        consts = [ops.stop_gradient(ops.convert_to_tensor(v)) for v in self.trainable_variables]
+        state = [ops.convert_to_tensor(v) for v in self.non_trainable_variables]
+        return self.stateless_call(consts, state, z)[0]
+
+    def get_config(self):
+        return _with_fields(super().get_config(), self, "latent_dim", "units", "depth", "leak")
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class OptimizerState(layers.Layer):
+    """A second optimiser whose variables are this model's non-trainable state.
+
+    FactorVAE trains its discriminator with its own Adam. Held here, that Adam's moments and
+    step counter are model variables: the JAX trainer threads them through the jitted step, and
+    checkpoints (``rundir``: ``model.variables``) save and restore them, so a resumed run is
+    bit-exact. Like the main optimiser's state in a published model, they stay out of
+    model.keras (``save_own_variables`` writes nothing): only resuming needs them.
+    """
+
+    def __init__(self, adam=None, **kwargs):
+        super().__init__(**kwargs)
+        self.adam = dict(adam or FACTORVAE_ADAM)
+        # In a namespace, not an attribute: Keras would save an Optimizer attribute in model.keras.
+        self.box = types.SimpleNamespace(optimizer=keras.optimizers.Adam(**self.adam))
+        self.slots = []
+
+    def get_optimizer(self):
+        """The optimiser (a method, not a property: Keras saving walks properties and would
+        write the optimiser's variables into model.keras)."""
+        return self.box.optimizer
+
+    def build_for(self, variables) -> None:
+        """Creates the optimiser's variables for ``variables`` and tracks them as this layer's."""
+        self.get_optimizer().build(variables)
+        self.slots = list(self.get_optimizer().variables)
+        self.built = True
+
+    def save_own_variables(self, store):
+        pass
+
+    def load_own_variables(self, store):
+        pass
+
+    def get_config(self):
+        return {**super().get_config(), "adam": self.adam}
+
+
 @keras.saving.register_keras_serializable(package=PKG)
 class BetaVAE(keras.Model):
     """β-VAE (Higgins et al. 2017) with a capacity option (Burgess et al. 2018).
@@ -382,6 +461,11 @@ class BetaVAE(keras.Model):
         else:
             self.decoder = DeconvDecoder(image_size, latent_dim, channels, hidden, name="decoder")
         self.sampling = Sampling(seed, name="sampling")
+        if objective == "factorvae":
+            self.discriminator = Discriminator(latent_dim, **FACTORVAE_DISCRIMINATOR,
+                                               name="discriminator")  # fmt: skip
+            self.discriminator_state = OptimizerState(name="discriminator_optimizer")
+            self.permute_seed = keras.random.SeedGenerator(seed, name="permute_seed")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss", *self.term_names()]}
         self.data_warp = None  # dataset.ShapesDataset.warp, for batches of warp parameters
 
@@ -394,7 +478,17 @@ class BetaVAE(keras.Model):
         s = self.image_size
         self.encoder(ops.zeros((1, s, s, 1)))  # subclassed models build by tracing one batch
         self.decoder(ops.zeros((1, self.latent_dim)))
+        if self.objective == "factorvae":
+            self.discriminator(ops.zeros((1, self.latent_dim)))
+            self.discriminator_state.build_for(self.discriminator.trainable_variables)
         self.built = True
+
+    def vae_variables(self) -> list:
+        """The trainable variables the main optimiser updates: all but FactorVAE's discriminator."""
+        if self.objective != "factorvae":
+            return list(self.trainable_variables)
+        own = {id(v) for v in self.discriminator.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in own]
 
     def encode(self, x):
         """(B, S, S, 1) in [0, 1] → (mean, logvar), each (B, D)."""
@@ -445,6 +539,7 @@ class BetaVAE(keras.Model):
         "tcvae": ("mi", "tc", "dimwise_kl"),
         "dipvae_i": ("dip_offdiag", "dip_diag"),
         "dipvae_ii": ("dip_offdiag", "dip_diag"),
+        "factorvae": ("tc", "discriminator_loss", "discriminator_accuracy"),
     }
 
     def term_names(self) -> list[str]:
@@ -487,6 +582,9 @@ class BetaVAE(keras.Model):
             parts = tc_decomposition(ops.cast(z, "float32"), mean, logvar)
             loss = recon + parts["mi"] + self.beta * parts["tc"] + parts["dimwise_kl"]
             terms.update(parts)
+        elif self.objective == "factorvae":
+            loss, parts = self._factorvae(recon, kl, ops.cast(z, "float32"))
+            terms.update(parts)
         else:  # dipvae_i, dipvae_ii
             off, diag = dip_penalties(
                 dip_covariance(mean, logvar, self.objective[len("dipvae_") :])
@@ -495,6 +593,31 @@ class BetaVAE(keras.Model):
             loss = recon + kl + self.beta * off + lambda_d * diag
             terms.update(dip_offdiag=off, dip_diag=diag)
         return loss, terms
+
+    def _factorvae(self, recon, kl, z):
+        """FactorVAE (Kim & Mnih 2018, Eq. 2 and Alg. 1) on sampled codes z (B, D), float32.
+
+        VAE:  loss = recon + KL + γ · TC,  TC ≈ E[logit_real(z) − logit_permuted(z)] (the density
+              ratio trick), γ = --beta; the discriminator's weights are held constant here.
+        Discriminator: −(½ E log D(z)_real + ½ E log D(perm(z))_permuted), z held constant
+              (``stop_gradient``), so only the discriminator learns from it. The training steps
+              add it to the loss they differentiate and give each optimiser its own gradients.
+        Formulas as disentanglement_lib's FactorVAE (log-softmax for its clipped log-probs)."""
+        logits = self.discriminator.frozen(z)  # (B, 2), gradient to the encoder only
+        tc = ops.mean(logits[:, 0] - logits[:, 1])
+        fixed = ops.stop_gradient(z)
+        real = ops.log_softmax(self.discriminator(fixed), axis=-1)  # (B, 2)
+        fake = ops.log_softmax(self.discriminator(permute_dims(fixed, self.permute_seed)), axis=-1)
+        disc_loss = -0.5 * (ops.mean(real[:, 0]) + ops.mean(fake[:, 1]))
+        accuracy = 0.5 * (ops.mean(ops.cast(real[:, 0] > real[:, 1], "float32"))
+                          + ops.mean(ops.cast(fake[:, 1] > fake[:, 0], "float32")))  # fmt: skip
+        parts = {"tc": tc, "discriminator_loss": disc_loss, "discriminator_accuracy": accuracy}
+        return recon + kl + self.beta * tc, parts
+
+    def auxiliary_loss(self, terms):
+        """What the steps differentiate besides the VAE loss: FactorVAE's discriminator loss
+        (its gradient reaches only the discriminator), else 0."""
+        return terms["discriminator_loss"] if self.objective == "factorvae" else 0.0
 
     def _update_trackers(self, batch, loss, terms):
         """Batch-weighted means of ``loss`` and every term; returns the logs dict."""
@@ -531,13 +654,20 @@ class BetaVAE(keras.Model):
         import tensorflow as tf  # only on the TF backend: JAX never imports TensorFlow
 
         x = self.images_of(data)  # (B, S, S, 1); labels are ignored
-        with tf.GradientTape() as tape:
+        vae_vars = self.vae_variables()
+        with tf.GradientTape(persistent=self.objective == "factorvae") as tape:
             loss, terms = self.compute_terms(x, training=True)
             # 1/R per replica, so the SUM all-reduce of gradients gives the global-batch mean.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / float(replicas))  # loss scale (float16)
-        grads = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
+            scaled = self.optimizer.scale_loss(loss / replicas)  # loss scale (float16)
+            aux = self.auxiliary_loss(terms) / replicas
+        grads = tape.gradient(scaled, vae_vars)
+        self.optimizer.apply_gradients(zip(grads, vae_vars))
+        if self.objective == "factorvae":  # the discriminator, with its own Adam
+            disc = self.discriminator.trainable_variables
+            opt = self.discriminator_state.get_optimizer()
+            opt.apply_gradients(zip(tape.gradient(aux, disc), disc))
+            del tape
         return self._update_trackers(ops.shape(x)[0], loss, terms)
 
     def _tf_test_step(self, data):
@@ -571,10 +701,10 @@ class BetaVAE(keras.Model):
 
             def terms():
                 loss, t = self.compute_terms(x, training=True)
-                return self.optimizer.scale_loss(loss), (loss, t)
+                return self.optimizer.scale_loss(loss) + self.auxiliary_loss(t), (loss, t)
 
             (scaled, aux), updates = self._stateless(pairs, terms)
-            # the SeedGenerator state (non-trainable) advances inside the step
+            # the SeedGenerator states (non-trainable) advance inside the step
             new_nt = [updates.get(id(v), val) for v, val in zip(self.non_trainable_variables,
                                                                    non_trainable)]  # fmt: skip
             return scaled, (aux, new_nt)
@@ -582,7 +712,29 @@ class BetaVAE(keras.Model):
         (_, ((loss, terms), non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             trainable
         )
-        trainable, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, trainable)
+        # Each optimiser updates its own variables: the VAE's, and FactorVAE's discriminator's
+        # (whose Adam state is non-trainable model state: OptimizerState).
+        trainable, non_trainable = list(trainable), list(non_trainable)
+        index = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        vae = [index[id(v)] for v in self.vae_variables()]
+        new, opt_vars = self.optimizer.stateless_apply(
+            opt_vars, [grads[i] for i in vae], [trainable[i] for i in vae]
+        )
+        for i, value in zip(vae, new):
+            trainable[i] = value
+        if self.objective == "factorvae":
+            opt = self.discriminator_state.get_optimizer()
+            slot_of = {id(v): i for i, v in enumerate(self.non_trainable_variables)}
+            slots = [slot_of[id(v)] for v in opt.variables]
+            disc = [index[id(v)] for v in self.discriminator.trainable_variables]
+            new, new_slots = opt.stateless_apply(
+                [non_trainable[i] for i in slots], [grads[i] for i in disc],
+                [trainable[i] for i in disc],
+            )  # fmt: skip
+            for i, value in zip(disc, new):
+                trainable[i] = value
+            for i, value in zip(slots, new_slots):
+                non_trainable[i] = value
         logs, metric_vars = self._jax_trackers(metric_vars, ops.shape(x)[0], loss, terms)
         return logs, (trainable, non_trainable, opt_vars, metric_vars)
 

@@ -19,9 +19,9 @@ MODEL_ARGS = (
 DECODERS = ("sbd", "deconv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # --objective: β-VAE (Higgins et al. 2017), capacity (Burgess et al. 2018), β-TCVAE (Chen et al.
-# 2018), DIP-VAE-I and -II (Kumar et al. 2018). In each, --beta weighs its disentangling term
-# (the KL, the TC, or λ_od of DIP); capacity uses --gamma instead (README.md, "Objectives").
-OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii")
+# 2018), DIP-VAE-I and -II (Kumar et al. 2018), FactorVAE (Kim & Mnih 2018). In each, --beta
+# weighs its disentangling term (the KL, the TC, λ_od of DIP, or FactorVAE's γ); capacity uses --gamma instead (README.md, "Objectives").
+OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii", "factorvae")
 # DIP-VAE: λ_d = factor · λ_od (λ_od = --beta), the factors of disentanglement_lib's
 # unsupervised_study_v1 sweep (Locatello et al. 2019): 10 for DIP-VAE-I, 1 for DIP-VAE-II.
 DIP_LAMBDA_D_FACTOR = {"dipvae_i": 10.0, "dipvae_ii": 1.0}
@@ -33,6 +33,11 @@ DIP_LAMBDA_D_FACTOR = {"dipvae_i": 10.0, "dipvae_ii": 1.0}
 # posterior by 1/N; the TC estimate barely depends on it once N ≫ the batch. Not a config field:
 # changing it changes every tcvae run's loss.
 TC_DATASET_SIZE = 589_824
+# FactorVAE (Kim & Mnih 2018): the discriminator and its own optimiser as the paper and
+# disentanglement_lib's unsupervised study set them (fc_discriminator: 6 × Dense(1000), LeakyReLU
+# 0.2, 2 logits; make_discriminator_optimizer: Adam lr 1e-4, β1 0.5, β2 0.9).
+FACTORVAE_DISCRIMINATOR = {"units": 1000, "depth": 6, "leak": 0.2}
+FACTORVAE_ADAM = {"learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9, "epsilon": 1e-8}
 
 
 def check_image_size(image_size: int) -> None:
