@@ -35,11 +35,11 @@ study: setup
 ## TensorFlow, then the model, training and evaluation tests again on JAX with TensorFlow
 ## unimportable (tests/no_tensorflow), as on a JAX-only GPU machine
 JAX_TESTS := tests/test_model.py tests/test_training.py tests/test_saved_models.py \
-	tests/test_latent_space.py tests/test_protocol.py tests/test_objectives.py
+	tests/test_latent_space.py tests/test_objectives.py tests/test_notebooks.py
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
-	KERAS_BACKEND=jax PYTHONPATH=tests/no_tensorflow $(PY) -m pytest -q $(JAX_TESTS)
+	KERAS_BACKEND=jax PYTHONPATH=$(CURDIR)/tests/no_tensorflow $(PY) -m pytest -q $(JAX_TESTS)
 
 ## bench: performance figures, written to BENCHMARKS.md
 bench: setup
