@@ -294,6 +294,24 @@ def test_factorvae_resume_is_bit_exact(shapes_npz, tmp_path):
     assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
+def test_a_real_mixed_sweep_reports_score_vs_beta_per_objective(shapes_npz, tmp_path):
+    """End to end: sweep --objectives beta factorvae over two β, then the report."""
+    import latentSpace
+
+    base = training.preset_config("test", data_path=str(shapes_npz), steps=40)
+    training.sweep(base, [1, 4], [0], tmp_path, progress=False, objectives=["beta", "factorvae"])
+    out = latentSpace.report(tmp_path, "quick", progress=False, metric_options={"metrics": ["mig"]})
+    rows = (out / "scores.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    got = {(r.split(",")[header.index("objective")], float(r.split(",")[header.index("beta")]))
+           for r in rows[1:]}  # fmt: skip
+    assert got == {(o, b) for o in ("beta", "factorvae") for b in (1.0, 4.0)}
+    index = (out / "index.md").read_text()
+    assert "## Scores of `beta`" in index and "## Scores of `factorvae`" in index
+    assert (out / "scores_vs_beta.png").stat().st_size > 0
+
+
 # ----------------------------------------------------------------------------- mixed-objective report
 def _mixed_records():
     """3 seeds of β-VAE and β-TCVAE at β 1 and 4: MIG rises with β for β-VAE (0.1 → 0.5) and falls
