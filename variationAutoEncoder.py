@@ -483,6 +483,14 @@ class BetaVAE(keras.Model):
             self.discriminator_state.build_for(self.discriminator.trainable_variables)
         self.built = True
 
+    def compile_from_config(self, config):
+        """Keras' loading of a saved compile config, with the optimiser built on
+        ``vae_variables()`` as ``training.build_model`` builds it, so that a saved FactorVAE's
+        optimiser state matches and loads (the discriminator has its own optimiser)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.vae_variables())
+
     def vae_variables(self) -> list:
         """The trainable variables the main optimiser updates: all but FactorVAE's discriminator."""
         if self.objective != "factorvae":
