@@ -28,7 +28,14 @@ from .metrics.irs import DIFF_QUANTILE
 from .metrics.registry import REGISTRY, metric_counts
 from .protocol import QUICK_NOTE
 from .rundir import RunDirError
-from .significance import ALPHA, MIN_SEEDS, by_objective, compare_betas, values_by_beta
+from .significance import (
+    ALPHA,
+    MIN_SEEDS,
+    by_objective,
+    compare_betas,
+    compare_objectives,
+    values_by_beta,
+)
 
 # How tables and plots name a score; scores.csv keeps the keys. "SAP" is the discrete SAP of
 # disentanglement_lib's study (Kumar et al. 2018); the continuous variant is labelled as such.
@@ -371,6 +378,29 @@ def _significance_md(records, keys, of="") -> list[str]:
     return lines
 
 
+def _objectives_md(records, keys) -> list[str]:
+    """Objectives side by side at each β they share: Welch's test over seeds, per key."""
+    tables = {k: compare_objectives(records, k) for k in keys}
+    if not any(tables.values()):
+        return []
+    lines = ["## Objectives compared at equal β", "",
+             "Each objective against the sweep's first at every β both ran: Welch's t-test over "
+             f"seeds, a difference called real only at p < {ALPHA:g} (no test with fewer than "
+             f"{MIN_SEEDS} seeds). β weighs a different term in each objective, so equal β is "
+             "equal weight on each one's disentangling term, not equal pressure.", ""]  # fmt: skip
+    for k, rows in tables.items():
+        if not rows:
+            continue
+        cols = ["β", "objectives", "means", "difference", "p (Welch)", "real?"]
+        body = [dict(zip(cols, (
+            f"{r['beta']:g}", f"`{r['objective']}` vs `{r['reference']}`",
+            f"{r['mean']:.3g} vs {r['mean_ref']:.3g}", f"{r['diff']:+.3g}",
+            "–" if math.isnan(r["p"]) else f"{r['p']:.2g}", "yes" if r["p"] < ALPHA else "no",
+        ))) for r in rows]  # fmt: skip
+        lines += [f"### {display(k)}", "", _md_table(cols, body), ""]
+    return lines
+
+
 def _convergence_md(rows) -> list[str]:
     """The convergence table: per run, the change of the loss and of the KL over the last 20%."""
     moving = [row for row in rows if not (row.get("convergence") or {}).get("converged")]
@@ -462,6 +492,7 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                                 _aggregate(recs, factor_cols))]  # fmt: skip
         for objective, recs in groups.items():
             lines += ["", *_significance_md(recs, [*shown, *SUMMARY_EXTRA], ofs[objective])]
+        lines += ["", *_objectives_md(records, [*shown, *SUMMARY_EXTRA])]
         lines += ["", *_convergence_md(res["rows"])]
         lines += ["", "Per run: [scores.csv](scores.csv)", ""]
         for key, path in plots.items():

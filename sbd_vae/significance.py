@@ -116,4 +116,30 @@ def compare_betas(records, key: str, alpha: float = ALPHA, min_seeds: int = MIN_
     return out
 
 
-__all__ = ["ALPHA", "MIN_SEEDS", "by_objective", "compare_betas", "values_by_beta", "welch"]
+def compare_objectives(records, key: str, min_seeds: int = MIN_SEEDS) -> list[dict]:
+    """Each objective against the first of the sweep (``by_objective`` order: β-VAE when present)
+    at every β both ran: Welch's test over seeds of ``key``. One dict per (β, objective):
+    dict(beta, reference, objective, mean_ref, mean, n_ref, n, p (NaN with < ``min_seeds`` seeds
+    on either side), diff = mean − mean_ref). Objectives weigh different terms by β, so "equal β"
+    is equal weight on each one's disentangling term, not equal pressure (README, "Objectives")."""
+    groups = by_objective(records)
+    if len(groups) < 2:
+        return []
+    (ref, ref_recs), *others = groups.items()
+    ref_vals = values_by_beta(ref_recs, key)
+    rows = []
+    for objective, recs in others:
+        for b, vals in values_by_beta(recs, key).items():
+            if b not in ref_vals:
+                continue
+            t = welch(vals, ref_vals[b])
+            enough = min(t["n_a"], t["n_b"]) >= min_seeds
+            rows.append(dict(beta=b, reference=ref, objective=objective, n=t["n_a"],
+                             n_ref=t["n_b"], mean=float(np.nanmean(vals)),
+                             mean_ref=float(np.nanmean(ref_vals[b])), diff=t["diff"],
+                             p=t["p"] if enough else float("nan")))  # fmt: skip
+    return rows
+
+
+__all__ = ["ALPHA", "MIN_SEEDS", "by_objective", "compare_betas", "compare_objectives",
+           "values_by_beta", "welch"]  # fmt: skip

@@ -367,3 +367,20 @@ def test_mixed_report_has_one_line_and_one_table_per_objective(tmp_path, monkeyp
     assert "## Which differences are real of `beta`" in index
     assert "## Which differences are real of `tcvae`" in index
     assert "### `tcvae`, β = 4 (β_norm = 0.04), run `tcvae_beta4_seed0`" in index
+    # and the objectives side by side at each β, with Welch's test over the 3 seeds
+    assert "## Objectives compared at equal β" in index
+    assert "| 4 | `tcvae` vs `beta` | 0.06 vs 0.51 | -0.45 |" in index
+
+
+def test_compare_objectives_tests_each_shared_beta_and_needs_three_seeds():
+    from sbd_vae.significance import compare_objectives
+
+    rows = compare_objectives(_mixed_records(), "mig")
+    assert [(r["beta"], r["objective"], r["reference"]) for r in rows] == [
+        (1.0, "tcvae", "beta"), (4.0, "tcvae", "beta")]  # fmt: skip
+    assert all(r["p"] < 0.05 for r in rows)  # 0.2 and 0.45 apart, seed spread 0.01
+    assert rows[1]["diff"] == pytest.approx(0.06 - 0.51)
+    two_seeds = [r for r in _mixed_records() if r["seed"] < 2]
+    assert all(np.isnan(r["p"]) for r in compare_objectives(two_seeds, "mig"))
+    only_beta = [r for r in _mixed_records() if r["objective"] == "beta"]
+    assert compare_objectives(only_beta, "mig") == []
