@@ -4,6 +4,7 @@ short real trainings of each objective, and the refusal of bad arguments."""
 import json
 from contextlib import redirect_stderr
 from io import StringIO
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -219,6 +220,15 @@ def test_objective_trains_saves_and_reloads(objective, shapes_npz, tmp_path):
     x = np.zeros((4, 32, 32, 1), "float32")
     loss, terms = model.compute_terms(x, training=False)
     assert np.isfinite(float(loss)) and set(extra) <= set(terms)
+    if objective == "tcvae":  # scripts/tc_batch_bias.py on the run: one finite estimate per size
+        import importlib.util
+
+        path = Path(training.__file__).parent / "scripts" / "tc_batch_bias.py"
+        spec = importlib.util.spec_from_file_location("tc_batch_bias", path)
+        tcb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tcb)
+        est = tcb.tc_by_batch(out, [16, 128], images=128)
+        assert set(est) == {16, 128} and all(np.isfinite(v) for v in est.values())
 
 
 # ----------------------------------------------------------------------------- FactorVAE
