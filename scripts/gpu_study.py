@@ -51,11 +51,14 @@ SMOKE = dict(image_size=32, channels=8, hidden=32, latent_dim=6, log_every=5)
 
 
 def _paper(args, **overrides):
-    """The ``paper`` preset (``--smoke``: shrunk), with ``overrides``, on ``args.data``."""
+    """The ``paper`` preset (``--smoke``: shrunk) on ``args.data`` with ``--batch_size`` when
+    given, then ``overrides``."""
     from sbd_vae.config import preset_config
 
-    shrink = SMOKE if args.smoke else {}
-    return preset_config("paper", data_path=args.data, **{**shrink, **overrides})
+    base = dict(SMOKE if args.smoke else {})
+    if args.batch_size:
+        base["batch_size"] = args.batch_size
+    return preset_config("paper", data_path=args.data, **{**base, **overrides})
 
 
 # ----------------------------------------------------------------------------- 1. throughput
@@ -112,7 +115,7 @@ def plan_steps(args, rows, n_runs: int) -> tuple[dict, int]:
     the log interval."""
     from sbd_vae.hardware import resolve_precision
 
-    cfg = _paper(args, batch_size=args.batch_size or _paper(args).batch_size)
+    cfg = _paper(args)
     precision = resolve_precision(args.precision)
     row = next((r for r in rows if r["batch_size"] == cfg.batch_size
                 and r["precision"] == precision), None)  # fmt: skip
@@ -142,18 +145,16 @@ def train_grid(args, data_rows) -> list[dict]:
     betas = sorted(args.betas, key=lambda b: (b not in SEED_BETAS, b))
     runs = [(b, s) for b in betas for s in args.seeds]
     row, steps = plan_steps(args, data_rows, len(runs))
-    every = max(steps // 10 // _paper(args).log_every, 1) * _paper(args).log_every
+    log_every = _paper(args).log_every
+    every = max(steps // 10 // log_every, 1) * log_every  # ~10 frames and checkpoints a run
     results, t_start = [], time.time()
     for beta, seed in runs:
         elapsed = time.time() - t_start
         if not args.smoke and elapsed > args.budget_min * 60:
             results.append(dict(beta=beta, seed=seed, status="skipped: budget spent"))
             continue
-        cfg = _paper(
-            args, beta=beta, seed=seed, steps=steps, batch_size=args.batch_size or
-            _paper(args).batch_size, precision=args.precision, checkpoint_every=every,
-            frame_every=every,
-        )  # fmt: skip
+        cfg = _paper(args, beta=beta, seed=seed, steps=steps, precision=args.precision,
+                     checkpoint_every=every, frame_every=every)  # fmt: skip
         keras.backend.clear_session()
         out = Path(args.out) / run_name(beta, seed)
         summary = training.train(cfg, out, progress=True)
@@ -259,9 +260,7 @@ def parse(argv):
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    import keras
-
-    from sbd_vae import backend
+    from sbd_vae import backend, rundir
     from sbd_vae.hardware import gpu_compute_capabilities, machine
     from training import make_dataset
 
@@ -276,21 +275,21 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rows = throughput(args, data)
-    (work / "throughput.json").write_text(json.dumps({"device": where, "rows": rows}, indent=1))
+    rundir.write_json(work / "throughput.json", {"device": where, "rows": rows})
     throughput_figure(rows, work / "throughput.png", where)
     results = train_grid(args, rows)
     study = dict(
         command=" ".join(sys.argv), device=where, devices=devices, cuda_cc=[
             list(c) for c in gpu_compute_capabilities()], versions=backend.versions(),
-        jax=jax.__version__, keras=keras.__version__, runs=results, throughput=rows,
+        runs=results, throughput=rows,
         wall_seconds=time.time() - t0, smoke=args.smoke,
         config=asdict(replace(_paper(args), beta=0.0)),
     )  # fmt: skip
-    (work / "study.json").write_text(json.dumps(study, indent=1, default=str))
+    rundir.write_json(work / "study.json", study)
     manifest = pack(files_to_pack(args, results, work), work, args.max_archives,
                     args.archive_mib)  # fmt: skip
     manifest["runs"] = results
-    (work / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    rundir.write_json(work / "manifest.json", manifest)
     print(json.dumps({k: manifest[k] for k in ("archives", "left_out")}, indent=1))
     return manifest
 
