@@ -9,10 +9,11 @@ Models
 - ``DeconvDecoder``: the usual transposed-conv mirror of the encoder, the baseline SBD is compared to.
 - ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR), the capacity
   objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599),
-  β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs", NeurIPS) or DIP-VAE-I
+  β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs", NeurIPS), DIP-VAE-I
   and -II (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
-  unlabeled observations", ICLR); their formulas: ``BetaVAE.compute_terms``, ``tc_decomposition``,
-  ``dip_covariance``, ``dip_penalties``.
+  unlabeled observations", ICLR) or FactorVAE (Kim & Mnih 2018, "Disentangling by factorising",
+  ICML); their formulas: ``BetaVAE.compute_terms``, ``tc_decomposition``, ``dip_covariance``,
+  ``dip_penalties``, ``BetaVAE._factorvae`` (its ``Discriminator`` and ``OptimizerState``).
 
 Loss reductions (every objective, both likelihoods)
 ---------------------------------------------------
@@ -22,6 +23,8 @@ Loss reductions (every objective, both likelihoods)
 - capacity:  loss = recon + γ · |KL − C(t)|,  C(t) = C_max · min(1, t / capacity_steps)
 - β-TCVAE:   loss = recon + MI + β · TC + dim-wise KL  (batch estimates, nats per image)
 - DIP-VAE:   loss = recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²,  λ_od = β
+- FactorVAE: loss = recon + KL + γ · TC (a discriminator's density ratio), γ = β; the
+             discriminator minimises its own cross-entropy with its own Adam
 With 128² = 16384 Bernoulli pixels the useful β reach the hundreds; β_norm = β · M / N (Higgins
 et al. 2017, M latents, N pixels) is what stays comparable across image sizes (``beta_norm``).
 
@@ -567,7 +570,10 @@ class BetaVAE(keras.Model):
                      dimwise_kl). At β = 1 it is the ELBO with a one-sample KL.
         - dipvae_i/ii: recon + KL + λ_od · Σ_{i≠j} C_ij² + λ_d · Σ_i (C_ii − 1)², λ_od = β,
                      λ_d = ``DIP_LAMBDA_D_FACTOR`` · β (terms dip_offdiag, dip_diag, unweighted).
-        The batch statistics (TC, the DIP covariance) are over the local batch under tf.distribute.
+        - factorvae: recon + KL + β · TC by the discriminator (``_factorvae``; terms tc,
+                     discriminator_loss, discriminator_accuracy).
+        The batch statistics (TC, the DIP covariance, FactorVAE's permutation) are over the local
+        batch under tf.distribute.
         """
         # One forward pass through Model.__call__ and one Sampling draw per training step, as
         # before z was returned too: the other objectives' runs are unchanged bit for bit.

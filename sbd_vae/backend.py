@@ -109,12 +109,12 @@ class DataParallel:
     ``tf.distribute.MirroredStrategy`` on TensorFlow, ``keras.distribution.DataParallel`` on
     JAX (the step sees the global batch; XLA shards it and all-reduces the gradients).
     ``replicas`` is the number of devices; ``scope()`` is entered around building, compiling
-    and fitting the model. ``devices=None``: every GPU, else every CPU device (one, unless
-    tests split it: ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on JAX, logical
-    devices on TensorFlow)."""
+    and fitting the model. The devices: every GPU, else every CPU device (one, unless tests
+    split it: ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on JAX, logical devices on
+    TensorFlow). ``mode`` is --distribute: "auto" (data-parallel when >1 GPU) | "off" |
+    "mirrored"."""
 
     def __init__(self, mode: str):
-        self.mode = mode  # "auto" (data-parallel when >1 GPU) | "off" | "mirrored"
         self.distribution = None
         if is_jax():
             import jax

@@ -41,8 +41,9 @@ class TrainConfig:
     likelihood: str = "bernoulli"  # "bernoulli" | "gaussian"
     gaussian_sigma: float = 0.1
     # objective (hparams.OBJECTIVES): Higgins β-VAE, Burgess capacity γ·|KL − C(t)|, β-TCVAE,
-    # DIP-VAE-I/II; --beta weighs the disentangling term of each but capacity (README, "Objectives")
-    objective: str = "beta"  # "beta" | "capacity" | "tcvae" | "dipvae_i" | "dipvae_ii"
+    # DIP-VAE-I/II, FactorVAE; --beta weighs the disentangling term of each but capacity
+    # (README, "Objectives")
+    objective: str = "beta"
     beta: float = 1.0
     gamma: float = 1000.0
     capacity_max: float = 25.0
@@ -247,7 +248,7 @@ def _resolve_backend(requested: str, old: dict | None, out: Path) -> str:
             f"--backend {requested} but Keras runs on {here}: the backend is chosen before "
             f"Python starts, so run `KERAS_BACKEND={requested} python training.py ...`"
         )
-    stored = (old or {}).get("backend", "tensorflow") if old is not None else here
+    stored = old.get("backend", "tensorflow") if old is not None else here
     if stored != here:
         raise rundir.RunDirError(
             f"{out} was trained on the {stored} backend and this process runs {here}: each "
