@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
         # config.json is written (which would make the corrected command a "changed config").
         data = make_dataset(cfg)
         if fresh:
-            for name in ("checkpoints", "frames", "tb", "history.csv", "training.gif",
+            for name in ("checkpoints", "snapshots", "frames", "tb", "history.csv", "training.gif",
                          "model.keras", "summary.json", "metrics.json", "config.json"):  # fmt: skip
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -167,6 +167,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             cb.History(out, cfg, start, history),
             cb.Frames(out, cfg, fixed, start),
             cb.Checkpoint(out, cfg, start, end),
+            cb.Snapshot(out, cfg),
         ]
         if progress:
             callbacks.append(cb.Progress(cfg, start, end))
@@ -302,7 +303,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         if f.name in ("preset",):
             continue
         default = f.default
-        if isinstance(default, tuple):
+        if f.name == "snapshot_steps":
+            p.add_argument(f"--{f.name}", type=int, nargs="+", default=None, metavar="STEP")
+        elif isinstance(default, tuple):
             p.add_argument(f"--{f.name}", type=float, nargs=2, default=None, metavar=("LO", "HI"))
         else:
             p.add_argument(f"--{f.name}", type=type(default), default=None)

@@ -149,6 +149,20 @@ class Checkpoint(_StepCallback):
             rundir.save_checkpoint(self.out, self.model, step, {}, keep=self.cfg.keep_checkpoints)
 
 
+class Snapshot(_StepCallback):
+    """The weights at each of ``cfg.snapshot_steps`` → snapshots/snap-<step>.npz (rundir.save_snapshot),
+    for scores over training. A resumed run re-writes a snapshot only if it is missing."""
+
+    def __init__(self, out, cfg):
+        super().__init__(cfg)
+        self.out, self.steps = Path(out), set(cfg.snapshot_steps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self.step()
+        if step in self.steps and step not in rundir.list_snapshots(self.out):
+            rundir.save_snapshot(self.out, self.model, step)
+
+
 class Progress(_StepCallback):
     """tqdm bar over global steps with loss, recon, kl and img/s."""
 

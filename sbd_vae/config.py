@@ -22,6 +22,8 @@ PAPER_BETAS = (1, 4, 16, 64, 102, 256)
 # `make study` trains it for STUDY_SEEDS (the Makefile repeats both lists on its command line).
 STUDY_BETAS = (1, 2, 4, 8, 16)
 STUDY_SEEDS = (0, 1, 2)
+# β grid of the wide preset's study (results/study_wide): both ends and the middle of STUDY_BETAS.
+WIDE_BETAS = (1, 4, 16)
 
 
 @dataclass
@@ -69,6 +71,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     frame_every: int = 1000
     frame_images: int = 8
+    # Steps at which the weights are kept in snapshots/ (weights only, never pruned) so the scores
+    # can be followed over training: `latentSpace.py evaluate RUN --all-snapshots`. Each a multiple
+    # of --log_every and at most --steps; () keeps none.
+    snapshot_steps: tuple[int, ...] = ()
     preset: str = "paper"
 
     @property
@@ -115,6 +121,12 @@ class TrainConfig:
                 problems.append(
                     f"--{name} {getattr(self, name)} must be a positive multiple of --log_every {self.log_every}"
                 )
+        bad_snaps = [s for s in self.snapshot_steps if s <= 0 or s % self.log_every or s > self.steps]
+        if bad_snaps and not stored:
+            problems.append(
+                f"--snapshot_steps {' '.join(map(str, bad_snaps))}: each must be a positive multiple "
+                f"of --log_every {self.log_every} and at most --steps {self.steps}"
+            )
         if not stored and self.objective == "capacity" and self.capacity_steps > self.steps:
             # C(t) would still be rising when the run ends: the "capacity" asked for is never reached
             reached = self.capacity_max * self.steps / self.capacity_steps
@@ -150,6 +162,15 @@ PRESETS = {
         pos_range=(-0.1, 0.1), log_every=50, checkpoint_every=500, frame_every=250,
         preset="study", precision="float32",
     ),
+    # The long, wide study (results/study_wide/README.md): the study model and optimiser, but small
+    # objects (scale 0.3-0.45) that move ±0.3 of the width (±10 px at 32²), the design issue 18's
+    # probe found to give position and scale their own latents; 32 000 steps (4× the narrow study)
+    # with the weights kept at 5 points on a doubling grid, 8 000 among them, for scores over training.
+    "wide": TrainConfig(
+        image_size=32, channels=32, batch_size=32, steps=32000, lr=5e-4, scale_range=(0.3, 0.45),
+        pos_range=(-0.3, 0.3), log_every=50, checkpoint_every=500, frame_every=1000,
+        snapshot_steps=(2000, 4000, 8000, 16000, 32000), preset="wide", precision="float32",
+    ),
     # CI: seconds per run.
     "test": TrainConfig(
         image_size=32, latent_dim=6, channels=16, hidden=64, batch_size=16, steps=100, log_every=10,
@@ -176,7 +197,8 @@ def default_betas(image_size: int) -> list[float]:
 def from_dict(raw: dict) -> TrainConfig:
     """A TrainConfig from a config.json-style dict (lists where the dataclass has tuples)."""
     tuples = {f.name for f in fields(TrainConfig) if isinstance(f.default, tuple)}
-    return TrainConfig(**{k: (tuple(v) if k in tuples else v) for k, v in raw.items()})
+    cfg = TrainConfig(**{k: (tuple(v) if k in tuples else v) for k, v in raw.items()})
+    return replace(cfg, snapshot_steps=tuple(int(v) for v in cfg.snapshot_steps))
 
 
 def load_config(run_dir) -> TrainConfig:
@@ -225,7 +247,7 @@ def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     if old is not None:
         # Extending a run (a larger --steps) is a resume, not a new experiment; the capacity
         # schedule enters only the capacity objective's loss (so a preset's new ramp does not block its runs).
-        ignore = ["steps"]
+        ignore = ["steps", "snapshot_steps"]  # snapshots only add files: any list may resume
         if old.get("objective") == new["objective"] != "capacity":
             ignore += ["gamma", "capacity_max", "capacity_steps"]
         diff = rundir.config_diff(old, new, ignore=tuple(ignore))

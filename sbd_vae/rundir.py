@@ -4,6 +4,7 @@ The layout is the contract between training.py, latentSpace.py and the notebooks
 
     runs/<name>/config.json      resolved TrainConfig, written before step 1
                 checkpoints/     ckpt-<step>.npz: model + optimiser + RNG state, atomic, last K kept
+                snapshots/       snap-<step>.npz: model weights at --snapshot_steps, never pruned
                 history.csv      step, loss, recon, kl, capacity, kl_0..kl_{D-1}, img_per_s, elapsed_s
                 tb/              TensorBoard scalars
                 frames/ training.gif
@@ -35,6 +36,7 @@ import numpy as np
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (the only portable way is to set and restore it)
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.npz$")
+SNAP_RE = re.compile(r"^snap-(\d{8})\.npz$")
 
 
 class RunDirError(RuntimeError):
@@ -171,11 +173,9 @@ def _model_state(model) -> list:
     return list(model.variables) + list(model.optimizer.variables)
 
 
-def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
-    """Writes checkpoints/ckpt-<step>.npz atomically, then prunes all but the last ``keep``."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    variables = _model_state(model)
+def _write_state(path, variables, run_dir, step: int, extra: dict, what: str) -> Path:
+    """Writes ``variables`` (+ a JSON meta member) to the .npz ``path`` atomically; refuses
+    non-finite weights, naming the last good checkpoint."""
     arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     bad = [v.path for v, a in zip(variables, arrays.values())
            if a.dtype.kind == "f" and not np.isfinite(a).all()]  # fmt: skip
@@ -183,7 +183,7 @@ def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
         kept = list_checkpoints(run_dir)
         raise NonFiniteLoss(
             f"{run_dir}: the weights became non-finite by step {step} ({', '.join(bad[:3])}"
-            f"{', ...' if len(bad) > 3 else ''}); not checkpointed, "
+            f"{', ...' if len(bad) > 3 else ''}); {what}, "
             + (f"the last good checkpoint {kept[-1]} is intact" if kept else "no checkpoint yet")
             + ". Lower --lr or β and start over with --fresh (or another --out)."
         )
@@ -191,17 +191,54 @@ def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_default).encode(), np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    path = ckpt_dir / f"ckpt-{step:08d}.npz"
     write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def save_checkpoint(run_dir, model, step: int, extra: dict, keep: int) -> Path:
+    """Writes checkpoints/ckpt-<step>.npz atomically, then prunes all but the last ``keep``."""
+    path = Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.npz"
+    _write_state(path, _model_state(model), run_dir, step, extra, "not checkpointed")
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
+def save_snapshot(run_dir, model, step: int) -> Path:
+    """Writes snapshots/snap-<step>.npz atomically: the model's weights at ``step``, without the
+    optimiser (a third of a checkpoint), for scoring over training; never pruned."""
+    path = Path(run_dir) / "snapshots" / f"snap-{step:08d}.npz"
+    return _write_state(path, list(model.variables), run_dir, step, {}, "snapshot not written")
+
+
+def list_snapshots(run_dir) -> dict[int, Path]:
+    """{step: snapshots/snap-<step>.npz} of a run, in step order ({} without snapshots)."""
+    snap_dir = Path(run_dir) / "snapshots"
+    if not snap_dir.is_dir():
+        return {}
+    found = {int(m.group(1)): p for p in snap_dir.iterdir() if (m := SNAP_RE.match(p.name))}
+    return dict(sorted(found.items()))
+
+
+def load_snapshot(path, model) -> int:
+    """Assigns the weights of snapshot ``path`` to ``model`` (built with the run's config);
+    returns its step. RunDirError naming the file if it is corrupt or of another architecture."""
+    meta, arrays = read_checkpoint(path)
+    variables = list(model.variables)
+    if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+        raise RunDirError(
+            f"{path}: snapshot does not match the model of the run's config.json (another "
+            "architecture); delete it, or score the run's final model only."
+        )
+    for v, a in zip(variables, arrays):
+        v.assign(a)
+    return int(meta["step"])
+
+
 # Temporary files of atomic_path (".<name>.<8 random chars><suffix>") that only training writes:
 # a kill -9 mid-write leaves one behind; they never match a final name and are removed on resume.
 _TRAINING_TEMP_RE = re.compile(
-    r"^\.(ckpt-\d{8}\.npz|frame_\d{8}\.png|history\.csv|config\.json|summary\.json|"
+    r"^\.((ckpt|snap)-\d{8}\.npz|frame_\d{8}\.png|history\.csv|config\.json|summary\.json|"
     r"model\.keras|training\.gif)\.(\d+\.)?[A-Za-z0-9_]{8}(\.tmp|\.png|\.keras|\.gif)$"
 )
 
@@ -234,7 +271,7 @@ def remove_dead_temps(path) -> list[Path]:
 def remove_stale_temps(run_dir) -> list[Path]:
     """Deletes temporary files left by a killed training process; call it holding the RunLock."""
     removed = []
-    for d in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / "frames"):
+    for d in (Path(run_dir), *(Path(run_dir) / n for n in ("checkpoints", "snapshots", "frames"))):
         if d.is_dir():
             for p in d.iterdir():
                 if _TRAINING_TEMP_RE.match(p.name) and p.is_file():
