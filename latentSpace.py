@@ -2,10 +2,14 @@
 score-vs-β report of a sweep.
 
     python latentSpace.py evaluate runs/RUN [--protocol quick|study] [--seed 0]
+    python latentSpace.py evaluate runs/RUN --all-snapshots     # and the scores over training
+    python latentSpace.py evaluate runs/RUN --steps 4000 8000   # of these snapshots only
     python latentSpace.py report runs/SWEEP [--protocol quick|study]
     python latentSpace.py figures runs/SWEEP --out img
 
 ``evaluate`` scores one finished run and writes ``<run>/metrics.json`` and ``<run>/figures/``;
+with ``--steps``/``--all-snapshots`` it also scores the weights the run kept at its
+``--snapshot_steps`` (``metrics.json["snapshots"]``: scores over training);
 ``report`` evaluates every finished run of a sweep that has no metrics of that protocol yet and
 writes ``<sweep>/report/`` (scores.csv, score-vs-β plots, index.md); ``figures`` copies the README
 figure set (the lowest β against the β nearest the seed's β=102) into ``img/``.
@@ -67,7 +71,7 @@ from sbd_vae.rundir import RunDirError
 
 __all__ = [
     # one run
-    "load_run", "check_sampler", "evaluate", "read_metrics",
+    "load_run", "check_sampler", "evaluate", "read_metrics", "snapshot_model",
     # a sweep
     "report", "figures",
     # metrics
@@ -179,8 +183,26 @@ def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
         )
 
 
+def snapshot_model(run_dir, cfg=None):
+    """``model_at(step)``: the run's model with the weights of ``<run>/snapshots/snap-<step>.npz``
+    (``--snapshot_steps``), built once from config.json and re-loaded per step; RunDirError naming
+    the steps there are when a step has no snapshot."""
+    cfg = cfg or load_config(run_dir)
+    snaps = rundir.list_snapshots(run_dir)
+    model = training.build_model(cfg)
+
+    def model_at(step: int):
+        if int(step) not in snaps:
+            have = " ".join(map(str, snaps)) or "none (train with --snapshot_steps)"
+            raise RunDirError(f"{run_dir}: no snapshot at step {step}; snapshots: {have}")
+        rundir.load_snapshot(snaps[int(step)], model)
+        return model
+
+    return model_at
+
+
 def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, figures=True,
-             metric_options=None) -> dict:  # fmt: skip
+             metric_options=None, steps=None, all_snapshots=False) -> dict:  # fmt: skip
     """Scores one finished run and writes ``<run>/metrics.json`` (and ``<run>/figures/``).
 
     ``load_run`` (with ``sampler``, if given), then ``sbd_vae.evaluation.score_run``: every metric
@@ -189,13 +211,31 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
     on ``PROTOCOLS[protocol]["eval_samples"]`` held-out samples; per-factor scores; the figures
     (unless ``figures=False``). The same (run, protocol, seed) gives the same numbers.
     ``metric_options`` are keyword options of ``compute_metrics`` (``metrics``, ``chunk``,
-    ``dci_backend``), recorded in metrics.json. Returns the dict written to metrics.json.
+    ``dci_backend``), recorded in metrics.json.
+
+    Scores over training: ``steps`` (a list) or ``all_snapshots=True`` also scores the weights
+    kept at those ``--snapshot_steps`` (``<run>/snapshots/``) with the same protocol and seed, into
+    metrics.json["snapshots"]["steps"][step] (``evaluation.score_snapshots``; steps scored before
+    are kept). Returns the dict written to metrics.json.
     """
     check_protocol(protocol)
     t0 = time.perf_counter()
     model, cfg, sampler = load_run(run_dir, sampler)
-    return evaluation.score_run(run_dir, model, cfg, sampler, protocol, seed, progress, figures,
-                                metric_options, t_load=t0)  # fmt: skip
+    if all_snapshots:
+        steps = list(rundir.list_snapshots(run_dir))
+    model_at = None
+    if steps:
+        model_at = snapshot_model(run_dir, cfg)
+        for step in steps:  # a missing step fails now, before minutes of scoring
+            if int(step) not in rundir.list_snapshots(run_dir):
+                model_at(step)
+    out = evaluation.score_run(run_dir, model, cfg, sampler, protocol, seed, progress, figures,
+                               metric_options, t_load=t0)  # fmt: skip
+    if model_at is not None:
+        out["snapshots"] = evaluation.score_snapshots(
+            run_dir, model_at, cfg, sampler, steps, protocol, seed, progress, metric_options
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -240,6 +280,20 @@ def main(argv=None) -> int:
     protocols = sorted(PROTOCOLS)
     pe = sub.add_parser("evaluate", help="score one finished run → RUN/metrics.json, RUN/figures/")
     pe.add_argument("run")
+    pe.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="STEP",
+        help="also score the run's snapshots at these steps (--snapshot_steps)",
+    )
+    pe.add_argument(
+        "--all-snapshots",
+        dest="all_snapshots",
+        action="store_true",
+        help="also score every snapshot the run kept (scores over training)",
+    )
     pr = sub.add_parser("report", help="evaluate a sweep's runs → SWEEP/report/")
     pr.add_argument("sweep")
     pf = sub.add_parser("figures", help="README figures of a sweep → --out")
@@ -253,7 +307,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "evaluate":
-            evaluate(args.run, args.protocol, args.seed, progress=not args.quiet)
+            evaluate(
+                args.run,
+                args.protocol,
+                args.seed,
+                progress=not args.quiet,
+                steps=args.steps,
+                all_snapshots=args.all_snapshots,
+            )
         elif args.command == "report":
             path = report(args.sweep, args.protocol, args.seed, progress=not args.quiet)
             print(path / "index.md")

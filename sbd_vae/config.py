@@ -121,7 +121,9 @@ class TrainConfig:
                 problems.append(
                     f"--{name} {getattr(self, name)} must be a positive multiple of --log_every {self.log_every}"
                 )
-        bad_snaps = [s for s in self.snapshot_steps if s <= 0 or s % self.log_every or s > self.steps]
+        bad_snaps = [
+            s for s in self.snapshot_steps if s <= 0 or s % self.log_every or s > self.steps
+        ]
         if bad_snaps and not stored:
             problems.append(
                 f"--snapshot_steps {' '.join(map(str, bad_snaps))}: each must be a positive multiple "

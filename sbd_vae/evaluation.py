@@ -182,6 +182,33 @@ def _split_scores(result: dict, protocol: str) -> tuple[dict, dict, dict]:
     return scores, counts, other
 
 
+def score_model(
+    model, sampler, protocol="study", seed=0, progress=True, metric_options=None
+) -> dict:
+    """The numbers of one model, written nowhere: the metric suite (``compute_metrics`` with
+    ``RandomState(seed)`` on posterior means) and, on ``PROTOCOLS[protocol]["eval_samples"]``
+    held-out images (the independent stream ``RandomState([seed, 1])``), the reconstruction error
+    and the KL and activity of every latent. ``score_run`` (a run's final model) and
+    ``score_snapshots`` (its weights over training) share it, so both give the same numbers for the
+    same weights. Returns dict(scores, counts, other, rec, kl (D,), activity (D,), n_eval,
+    encoder_images, t_metrics)."""
+    table = check_protocol(protocol)
+    encode_fn = make_encode_fn(model)
+    result = compute_metrics(sampler, encode_fn, np.random.RandomState(seed), protocol=protocol,
+                             progress=progress, **(metric_options or {}))  # fmt: skip
+    t_metrics = time.perf_counter()
+    scores, counts, other = _split_scores(result, protocol)
+    n_eval = table["eval_samples"]
+    held_out = sampler.images_from_factors(
+        sampler.sample_factors(n_eval, np.random.RandomState([seed, 1]))
+    )  # (n_eval, S, S, 1): a stream independent of the metrics'
+    rec = reconstruction_error(model, held_out)
+    kl = kl_per_latent(rec["mean"], rec["logvar"]).mean(axis=0)  # (D,)
+    activity = unit_activity(rec["mean"])  # (D,) Var_x of the posterior means
+    return dict(scores=scores, counts=counts, other=other, rec=rec, kl=kl, activity=activity,
+                n_eval=n_eval, encoder_images=encode_fn.images, t_metrics=t_metrics)  # fmt: skip
+
+
 def score_run(run_dir, model, cfg, sampler, protocol="study", seed=0, progress=True, figures=True,
               metric_options=None, t_load=None) -> dict:  # fmt: skip
     """Scores one loaded run and writes ``<run>/metrics.json`` (and ``<run>/figures/``).
@@ -202,23 +229,13 @@ def score_run(run_dir, model, cfg, sampler, protocol="study", seed=0, progress=T
     metrics.json. ``t_load``: when loading started (``time.perf_counter()``), for elapsed_s.
     Returns the dict written to metrics.json.
     """
-    table = check_protocol(protocol)
     run_dir = Path(run_dir)
     t1 = time.perf_counter()
     t0 = t1 if t_load is None else t_load
-    encode_fn = make_encode_fn(model)
-    result = compute_metrics(sampler, encode_fn, np.random.RandomState(seed), protocol=protocol,
-                             progress=progress, **(metric_options or {}))  # fmt: skip
-    t2 = time.perf_counter()
-    scores, counts, other = _split_scores(result, protocol)
-    n_eval = table["eval_samples"]
-    held_out = sampler.images_from_factors(
-        sampler.sample_factors(n_eval, np.random.RandomState([seed, 1]))
-    )  # (n_eval, S, S, 1): a stream independent of the metrics'
-    rec = reconstruction_error(model, held_out)
-    kl = kl_per_latent(rec["mean"], rec["logvar"]).mean(axis=0)  # (D,)
-    activity = unit_activity(rec["mean"])  # (D,) Var_x of the posterior means
-    t3 = time.perf_counter()
+    core = score_model(model, sampler, protocol, seed, progress, metric_options)
+    scores, counts, other, rec = core["scores"], core["counts"], core["other"], core["rec"]
+    kl, activity, n_eval = core["kl"], core["activity"], core["n_eval"]
+    t2, t3 = core["t_metrics"], time.perf_counter()
     summary = {}
     if (run_dir / "summary.json").exists():
         summary = rundir.read_json(run_dir / "summary.json", "run summary")
@@ -257,7 +274,9 @@ def score_run(run_dir, model, cfg, sampler, protocol="study", seed=0, progress=T
         "factor_grid": _factor_grid(sampler),
         "kl_per_latent": [float(v) for v in kl],
         "kl_total": float(kl.sum()),
-        "encoder_images_metrics": encode_fn.images,  # images through the encoder for the metrics
+        "encoder_images_metrics": core[
+            "encoder_images"
+        ],  # images through the encoder for the metrics
         "data_config": sampler.config() if hasattr(sampler, "config") else None,
         "extra": {k: v for k, v in other.items() if k != "protocol"},
     }
@@ -269,12 +288,85 @@ def score_run(run_dir, model, cfg, sampler, protocol="study", seed=0, progress=T
     t4 = time.perf_counter()
     out["elapsed_s"] = {"load": t1 - t0, "metrics": t2 - t1, "recon_kl": t3 - t2,
                         "figures": t4 - t3, "total": t4 - t0}  # fmt: skip
+    kept = _kept_snapshots(run_dir, protocol, seed, metric_options)
+    if kept:  # the scores over training stay with the final scores they lead to
+        out["snapshots"] = kept
     rundir.write_json(run_dir / "metrics.json", out)
     if progress:
         head = "  ".join(f"{k}={scores[k]:.3f}" for k in metric_order(scores) if k in HEADLINE)
         print(f"[evaluate] {run_dir}: {protocol} seed={seed}  {head}  recon={rec['recon']:.1f}  "
               f"active={out['active_units']}/{cfg.latent_dim}  ({t4 - t0:.0f}s)")  # fmt: skip
     return out
+
+
+# ----------------------------------------------------------------------------- over training
+def _kept_snapshots(run_dir, protocol, seed, metric_options) -> dict | None:
+    """The "snapshots" block of the run's metrics.json when it was scored with the same protocol,
+    seed and options (scores of another protocol are not comparable with the new final ones)."""
+    try:
+        old = read_metrics(run_dir)
+    except RunDirError:
+        return None
+    block = (old or {}).get("snapshots")
+    if not isinstance(block, dict) or not isinstance(block.get("steps"), dict):
+        return None
+    same = (block.get("protocol"), block.get("seed"), block.get("metric_options") or {})
+    return block if same == (protocol, int(seed), metric_options or {}) else None
+
+
+def snapshot_record(core: dict, step: int, batch_size: int) -> dict:
+    """One step's entry of metrics.json["snapshots"]["steps"]: every metric, the per-factor scores,
+    reconstruction, KL and active units of the weights at ``step`` (``score_model``'s ``core``)."""
+    rec, kl = core["rec"], core["kl"]
+    return {
+        "step": int(step),
+        "images_seen": int(step) * int(batch_size),
+        **core["scores"],
+        "per_factor": core["other"].get("per_factor", {}),
+        "recon": rec["recon"],
+        "recon_excess": rec["recon_excess"],
+        "kl_total": float(kl.sum()),
+        "kl_per_latent": [float(v) for v in kl],
+        "active_units": active_units(rec["mean"]),
+        "unit_activity": [float(v) for v in core["activity"]],
+    }
+
+
+def score_snapshots(run_dir, model_at, cfg, sampler, steps, protocol="study", seed=0,
+                    progress=True, metric_options=None) -> dict:  # fmt: skip
+    """Scores the run's weights at each of ``steps`` and keeps them in ``<run>/metrics.json``
+    under "snapshots" (the final model's scores stay at the top level).
+
+    ``model_at(step)`` returns the model with the weights of that step (``latentSpace`` loads the
+    run's snapshots/snap-<step>.npz into a model built from its config.json). Steps already scored
+    with the same protocol, seed and options are kept, not recomputed, so a sweep's snapshots can
+    be scored as its runs finish. The metric RNG is ``RandomState(seed)`` at every step: the
+    curve follows the weights, not a re-drawn sample. Returns the "snapshots" block."""
+    check_protocol(protocol)
+    run_dir = Path(run_dir)
+    block = _kept_snapshots(run_dir, protocol, seed, metric_options) or {
+        "protocol": protocol, "seed": int(seed), "metric_options": metric_options or {},
+        "steps": {},
+    }  # fmt: skip
+    from tqdm.auto import tqdm
+
+    todo = [int(s) for s in steps if str(int(s)) not in block["steps"]]
+    for step in tqdm(todo, desc=f"snapshots {run_dir.name}", unit="snapshot", disable=not progress):
+        core = score_model(model_at(step), sampler, protocol, seed, False, metric_options)
+        block["steps"][str(step)] = snapshot_record(core, step, cfg.batch_size)
+        block["steps"] = dict(sorted(block["steps"].items(), key=lambda kv: int(kv[0])))
+        m = read_metrics(run_dir) or {}
+        rundir.write_json(run_dir / "metrics.json", {**m, "snapshots": block} if m else
+                          _snapshots_only(run_dir, cfg, block))  # fmt: skip
+    return block
+
+
+def _snapshots_only(run_dir, cfg, block) -> dict:
+    """A metrics.json for a run whose final model is not scored yet: snapshot scores only, with
+    the fields read_metrics needs (an empty metric list), so a later ``evaluate`` adds the rest."""
+    return {"schema": METRICS_SCHEMA, "run": Path(run_dir).name, "protocol": None,
+            "seed": None, "metric_names": [], "beta": cfg.beta, "beta_norm": cfg.beta_norm,
+            "train_seed": cfg.seed, "snapshots": block}  # fmt: skip
 
 
 def _factor_grid(sampler) -> dict:

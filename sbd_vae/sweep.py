@@ -21,6 +21,9 @@ from .hparams import OBJECTIVES
 
 # What a results folder keeps of a finished run: enough to evaluate, plot and resume nothing.
 PUBLISHED_FILES = ("config.json", "summary.json", "history.csv", "training.gif", "model.keras")
+# ...and, when the run was scored before publishing, its scores (with the scores over training of
+# its snapshots, which are not published: metrics.json["snapshots"]) and figures.
+SCORED_FILES = ("metrics.json", "figures")
 
 
 def run_name(beta: float, seed: int, objective: str = "beta") -> str:
@@ -113,7 +116,7 @@ def is_published(dest: Path, steps: int) -> bool:
 
 
 def publish_run(run_dir, dest, save_model=shutil.copy2) -> Path:
-    """Copy a finished run's ``PUBLISHED_FILES`` into ``dest`` (a folder named as the run), the
+    """Copy a finished run's ``PUBLISHED_FILES`` (and ``SCORED_FILES`` where present) into ``dest`` (a folder named as the run), the
     model with ``save_model(src, dst)`` (``training.save_without_optimizer``: the model without its
     optimizer state; the default copies the file as it is).
 
@@ -130,6 +133,11 @@ def publish_run(run_dir, dest, save_model=shutil.copy2) -> Path:
         if name == "model.keras":
             save_model(run_dir / name, tmp / name)
         else:
+            shutil.copy2(run_dir / name, tmp / name)
+    for name in SCORED_FILES:
+        if (run_dir / name).is_dir():
+            shutil.copytree(run_dir / name, tmp / name)
+        elif (run_dir / name).exists():
             shutil.copy2(run_dir / name, tmp / name)
     if dest.exists():
         shutil.rmtree(dest)
