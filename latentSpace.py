@@ -239,7 +239,8 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
 
 
 # ----------------------------------------------------------------------------- sweeps
-def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None) -> Path:
+def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None,
+           all_snapshots=False) -> Path:  # fmt: skip
     """Evaluates what is missing in a sweep and writes ``<sweep>/report/``; returns its path.
 
     report/scores.csv         one row per (β, seed): every metric, per-factor scores,
@@ -252,9 +253,13 @@ def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=No
                               response, geometry and training GIF of the run (relative links)
     Unfinished runs are skipped and listed (stdout and index.md); a sweep with no finished run
     still gets an index.md saying so. ``protocol="quick"`` is labelled in every plot and table.
+    ``all_snapshots=True`` also scores every snapshot the runs kept (``--snapshot_steps``) and adds
+    the scores over training: report/scores_over_training.{csv,png}, factors_over_training.png
+    and index.md's "Scores over training" (settled or not, the paired climb, the β trend per step).
     (sbd_vae/report.py writes it all; runs are scored with ``evaluate``.)
     """
-    return sweep_report.report(sweep_dir, evaluate, protocol, seed, progress, metric_options)
+    return sweep_report.report(sweep_dir, evaluate, protocol, seed, progress, metric_options,
+                               all_snapshots)  # fmt: skip
 
 
 def figures(
@@ -296,6 +301,12 @@ def main(argv=None) -> int:
     )
     pr = sub.add_parser("report", help="evaluate a sweep's runs → SWEEP/report/")
     pr.add_argument("sweep")
+    pr.add_argument(
+        "--all-snapshots",
+        dest="all_snapshots",
+        action="store_true",
+        help="also score every snapshot of every run (scores over training)",
+    )
     pf = sub.add_parser("figures", help="README figures of a sweep → --out")
     pf.add_argument("sweep")
     pf.add_argument("--out", default="img")
@@ -316,7 +327,13 @@ def main(argv=None) -> int:
                 all_snapshots=args.all_snapshots,
             )
         elif args.command == "report":
-            path = report(args.sweep, args.protocol, args.seed, progress=not args.quiet)
+            path = report(
+                args.sweep,
+                args.protocol,
+                args.seed,
+                progress=not args.quiet,
+                all_snapshots=args.all_snapshots,
+            )
             print(path / "index.md")
         else:
             figures(args.sweep, args.out, args.protocol, args.seed, progress=not args.quiet)
