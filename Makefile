@@ -6,7 +6,7 @@ SWEEP   ?= results/study
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup data demo study test bench stress figures lint format clean
+.PHONY: setup data demo study study_wide test bench stress figures lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,19 @@ study: setup
 	$(PY) training.py sweep --preset study --betas $(STUDY_BETAS) --seeds $(STUDY_SEEDS) \
 		--out runs/study --publish results/study
 	$(PY) latentSpace.py report results/study --protocol study
+
+## study_wide: the long, wide-moves study with scores over training (results/study_wide/README.md);
+## resumable: re-running it resumes unfinished runs, skips published ones, scores each run's
+## snapshots before publishing it, and rewrites the report
+WIDE_BETAS := 1 4 16
+WIDE_RUNS  := runs/study_wide
+study_wide: setup
+	$(PY) blender/render_shapes.py --out $(DATA)
+	$(PY) training.py sweep --preset wide --betas $(WIDE_BETAS) --seeds $(STUDY_SEEDS) --out $(WIDE_RUNS)
+	$(PY) latentSpace.py report $(WIDE_RUNS) --protocol study --all-snapshots
+	$(PY) training.py sweep --preset wide --betas $(WIDE_BETAS) --seeds $(STUDY_SEEDS) \
+		--out $(WIDE_RUNS) --publish results/study_wide
+	$(PY) latentSpace.py report results/study_wide --protocol study
 
 ## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability) on
 ## TensorFlow, then the model, training, evaluation, notebook and Ray tests again on JAX with TensorFlow

@@ -1,5 +1,6 @@
 """The report of a sweep: every finished run scored, ``<sweep>/report/`` (scores.csv, score-vs-β
-plots, index.md with Welch tests and convergence), and the README figure set.
+plots, index.md with the pre-specified tests (significance.py: the trend on log β, Holm-corrected
+Welch pairs), convergence, and the scores over training (overtraining.py)), and the README figure set.
 
 ``latentSpace.report`` and ``latentSpace.figures`` are the public entry points: they pass their
 ``evaluate`` (which loads a run with the repository's model and dataset classes) to the functions
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rundir
+from . import overtraining, rundir
 from .config import load_config
 from .convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL, run_convergence
 from .encoding import ACTIVE_VAR
@@ -31,9 +32,11 @@ from .rundir import RunDirError
 from .significance import (
     ALPHA,
     MIN_SEEDS,
+    POWER,
     by_objective,
-    compare_betas,
     compare_objectives,
+    pairwise_betas,
+    trend,
     values_by_beta,
 )
 
@@ -52,7 +55,7 @@ DISPLAY = {
 }  # fmt: skip
 # The scores that need no ground truth (Locatello et al. 2019): 0 is a factorised code, and more is
 # more dependence between latents, so their plots say so and the index says which way they point.
-# (The report ranks β by the highest mean for every key; for these that is the least factorised.)
+# (A trend that rises with β on these is a *less* factorised code at larger β.)
 LOWER_IS_FACTORISED = (
     "gaussian_total_correlation", "gaussian_wasserstein_correlation",
     "gaussian_wasserstein_correlation_norm", "mutual_info_score",
@@ -143,7 +146,13 @@ def needs_evaluation(m, protocol, seed, run_dir, figures=True, metric_options=No
 
 
 def collect(
-    sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None
+    sweep_dir,
+    evaluate,
+    protocol="study",
+    seed=0,
+    progress=True,
+    metric_options=None,
+    all_snapshots=False,
 ) -> dict:
     """Evaluates every finished run of the sweep that lacks metrics of ``protocol`` and ``seed``
     (or has a corrupt metrics.json, which is re-evaluated with a warning naming it), with
@@ -166,9 +175,13 @@ def collect(
             except RunDirError as e:
                 print(f"warning: {e}; re-evaluating", file=sys.stderr)
                 m = None
-            if needs_evaluation(m, protocol, seed, r["path"], metric_options=metric_options):
+            more = all_snapshots and _unscored_snapshots(m, r["path"], protocol, seed)
+            if more or needs_evaluation(
+                m, protocol, seed, r["path"], metric_options=metric_options
+            ):
+                extra = {"all_snapshots": True} if more else {}
                 m = evaluate(r["path"], protocol, seed, progress=progress,
-                             metric_options=metric_options)  # fmt: skip
+                             metric_options=metric_options, **extra)  # fmt: skip
             summary = rundir.read_json(r["path"] / "summary.json", "run summary")
             rows.append({"run": r, "metrics": m, "summary": summary,
                          "convergence": run_convergence(r["path"])})  # fmt: skip
@@ -176,6 +189,18 @@ def collect(
             failed.append((r, str(e)))
             print(f"warning: {r['name']} could not be evaluated: {e}", file=sys.stderr)
     return dict(rows=rows, unfinished=unfinished, failed=failed, runs=runs)
+
+
+def _unscored_snapshots(m, run_dir, protocol, seed) -> bool:
+    """The run kept snapshots (snapshots/) that its metrics.json has no scores of, for this
+    protocol and seed (``--all-snapshots``: score them)."""
+    kept = rundir.list_snapshots(run_dir)
+    block = (m or {}).get("snapshots") or {}
+    if not kept:
+        return False
+    if (block.get("protocol"), block.get("seed")) != (protocol, seed):
+        return True
+    return any(str(s) not in (block.get("steps") or {}) for s in kept)
 
 
 def per_factor_columns(rows) -> list[str]:
@@ -251,19 +276,30 @@ PLOTS = {
     "factors": "factors_vs_beta.png",
     "recon": "recon_vs_beta.png",
     "active": "active_units_vs_beta.png",
+    "over_training": "scores_over_training.png",
+    "factors_over_training": "factors_over_training.png",
 }
 PLOT_TITLES = {
     "scores": "Scores vs β",
     "factors": "Per-factor scores vs β",
     "recon": "Reconstruction vs β",
     "active": "Active units vs β",
+    "over_training": "Scores over training",
+    "factors_over_training": "Per-factor MIG over training",
 }
+OVER_TRAINING_PLOTS = ("over_training", "factors_over_training")  # in their own index section
 # The index's summary table and significance tests: these columns, mean ± std over seeds.
 SUMMARY_EXTRA = ("recon", "recon_excess", "active_units", "kl_total")
 
 
 def report(
-    sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None
+    sweep_dir,
+    evaluate,
+    protocol="study",
+    seed=0,
+    progress=True,
+    metric_options=None,
+    all_snapshots=False,
 ) -> Path:
     """Evaluates what is missing in a sweep (with ``evaluate``, see ``collect``) and writes
     ``<sweep>/report/``; returns its path.
@@ -272,19 +308,24 @@ def report(
     report/scores_vs_beta.png every metric against β (β_norm on top): mean ± sample std over seeds
     report/factors_vs_beta.png per-factor MIG gap and informativeness against β
     report/recon_vs_beta.png, report/active_units_vs_beta.png
-    report/index.md           the tables (mean ± std over seeds), Welch tests between β
-                              (significance.py), each run's convergence (convergence.py), the
+    report/index.md           the tables (mean ± std over seeds), the trend test across β and
+                              Holm-corrected Welch pairs (significance.py), each run's convergence (convergence.py), the
                               plots, and per β the traversals, factor response, geometry and
                               training GIF of the run (relative links)
+    report/scores_over_training.csv, scores_over_training.png, factors_over_training.png
+                              where runs have snapshot scores (``all_snapshots=True`` scores every
+                              snapshot a run kept): one row per (run, step), the curves, and
+                              index.md's "Scores over training" (overtraining.py)
     Unfinished runs are skipped and listed (stdout and index.md); a sweep with no finished run
     still gets an index.md saying so. ``protocol="quick"`` is labelled in every plot and table.
     """
-    return _report(sweep_dir, evaluate, protocol, seed, progress, metric_options)[0]
+    return _report(sweep_dir, evaluate, protocol, seed, progress, metric_options, all_snapshots)[0]
 
 
-def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None):
+def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None,
+            all_snapshots=False):  # fmt: skip
     sweep_dir = Path(sweep_dir)
-    res = collect(sweep_dir, evaluate, protocol, seed, progress, metric_options)
+    res = collect(sweep_dir, evaluate, protocol, seed, progress, metric_options, all_snapshots)
     out = sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     cols, records = score_table(res["rows"])
@@ -319,8 +360,9 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
         labels["active_units"] = f"active units (Var_x μ_d > {ACTIVE_VAR:g}, Burda et al. 2016)"
         plots["active"] = plot_vs_beta(records, ["active_units", "kl_total"], out / PLOTS["active"],
                                        head.format("active units and total KL"), labels)  # fmt: skip
+    over_training = _over_training(res["rows"], out, sweep_dir.name, label, plots)
     rundir.write_text(out / "index.md", _index_md(sweep_dir, res, cols, records, metric_names,
-                                                  protocol, seed, label, plots))  # fmt: skip
+                                                  protocol, seed, label, plots, over_training))  # fmt: skip
     if not records:
         print(f"[report] {sweep_dir}: no finished runs yet, nothing to score "
               f"({len(res['runs'])} run(s) listed)")  # fmt: skip
@@ -335,6 +377,39 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
                 print(f"[report] still moving over the last 20% of steps: {row['run']['name']}: "
                       f"{c.get('note', '')}")  # fmt: skip
     return out, res, records
+
+
+def _over_training(rows, out, name, label, plots) -> list[str]:
+    """scores_over_training.csv and the two curve plots (added to ``plots``) from the runs'
+    snapshot scores; the index section's lines ([] when no run has snapshot scores)."""
+    (out / "scores_over_training.csv").unlink(missing_ok=True)
+    snaps = overtraining.snapshot_records(rows)
+    if not snaps:
+        return []
+    cols = list(dict.fromkeys(k for r in snaps for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for rec in snaps:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in rec.items()})
+    rundir.write_text(out / "scores_over_training.csv", buf.getvalue())
+    keys = [k for k in overtraining.CURVE_KEYS if any(k in r for r in snaps)]
+    factor_keys = sorted({k for r in snaps for k in r if k.startswith("mig_")})
+    labels = {k: display(k) for k in [*keys, *factor_keys]}
+    plots["over_training"] = overtraining.plot_over_training(
+        snaps, keys, out / PLOTS["over_training"], f"{name}: scores over training\n{label}", labels
+    )
+    if factor_keys:
+        plots["factors_over_training"] = overtraining.plot_over_training(
+            snaps, factor_keys, out / PLOTS["factors_over_training"],
+            f"{name}: per-factor MIG gap over training\n{label}", labels,
+        )  # fmt: skip
+    shown = {PLOT_TITLES[k]: PLOTS[k] for k in OVER_TRAINING_PLOTS if k in plots}
+
+    def trend_at(recs, key):  # the report's primary test, on the runs' scores at one step
+        return _trend_md(trend(recs, key)).replace("Trend (primary): ", "")
+
+    return overtraining.over_training_md(snaps, display, trend=trend_at, plots=shown)
 
 
 def _aggregate(records, keys) -> list[dict]:
@@ -353,49 +428,106 @@ def _aggregate(records, keys) -> list[dict]:
     return out
 
 
+def _p_md(p) -> str:
+    return "–" if not math.isfinite(p) else f"{p:.2g}"
+
+
+def _ci_md(ci) -> str:
+    lo, hi = ci
+    return f"{lo:+.3g} to {hi:+.3g}" if math.isfinite(lo) and math.isfinite(hi) else "–"
+
+
+def _verdict_md(r) -> str:
+    """The verdict on one pair: "differs" (Holm p < ALPHA), "no difference detected" with what
+    the seeds could have detected (absence of evidence is only as strong as the test), or why
+    there was no test."""
+    if r["differs"]:
+        return "**differs**"
+    if not math.isfinite(r["p_holm"]):
+        return r["note"] or "not tested"
+    d = r["detectable"]
+    return "no difference detected" + (f" (could detect ≥ {d:.3g})" if math.isfinite(d) else "")
+
+
+def _test_cells(r) -> list[str]:
+    """diff, 95% CI, Holm p, detectable difference and verdict of one Holm-adjusted Welch row
+    (significance.pairwise_betas, significance.compare_objectives)."""
+    d = r["detectable"]
+    return [f"{r['diff']:+.3g}", _ci_md(r["ci"]), _p_md(r["p_holm"]),
+            f"{d:.3g}" if math.isfinite(d) else "–", _verdict_md(r)]  # fmt: skip
+
+
+def _detectable_md() -> str:
+    return (f"Detectable: the difference those seeds would find with {POWER:.0%} power (two-sided "
+            f"α = {ALPHA:g}, two-sample t-test, noncentral t, pooled seed SD of the pair); a "
+            "smaller one could easily go unseen, so \"no difference detected\" is no evidence of "
+            "equality below it.")  # fmt: skip
+
+
+def _trend_md(tr) -> str:
+    """The trend line of one score: OLS slope per doubling of β with its CI and p, Spearman's ρ."""
+    if tr["note"]:
+        return f"Trend across β: {tr['note']}."
+    word = "no trend detected"
+    if tr["p"] < ALPHA:
+        word = "**rises with β**" if tr["slope"] > 0 else "**falls with β**"
+    return (f"Trend (primary): {word}: slope {tr['slope']:+.3g} per doubling of β (95% CI "
+            f"{_ci_md(tr['ci'])}), p = {_p_md(tr['p'])}, over {tr['n']} runs at {tr['n_betas']} "
+            f"β; Spearman ρ = {tr['rho']:+.2f} (p = {_p_md(tr['p_rho'])}).")  # fmt: skip
+
+
 def _significance_md(records, keys, of="") -> list[str]:
-    """The Welch-test section: per key, which β has the highest mean and which β it beats.
-    ``records`` of one objective; ``of`` names it in the heading of a sweep of several."""
+    """The pre-specified tests between β, per key: the trend across β (OLS slope on log2 β, the
+    primary test, with Spearman's ρ), then every pair of β (Welch over seeds, Holm over the pairs
+    of that key), each "no difference" with what the seeds could have detected. ``records`` of
+    one objective; ``of`` names it in the heading of a sweep of several."""
     lines = [f"## Which differences are real{of}", "",
-             f"Welch's t-test over seeds between the β with the highest mean and every other β; "
-             f"a difference is called real only at p < {ALPHA:g}, and no comparison is made with "
-             f"fewer than {MIN_SEEDS} seeds at a β. p-values are per pair, not corrected for the "
-             "number of pairs.", ""]  # fmt: skip
-    comparisons = [compare_betas(records, k) for k in keys]
-    if comparisons and not any(c["comparable"] for c in comparisons if c["best"] is not None):
-        return [
-            *lines,
-            f"**No comparison can be made**: {comparisons[0]['statement'].split(': ', 1)[1]}.",
-        ]
-    for k, c in zip(keys, comparisons):
-        if c["best"] is None:
+             "Two tests per score, fixed before any score was seen (pre-specified) and the same "
+             "for every score. **Primary: the trend across β**, an ordinary-least-squares slope "
+             "of the score on log2 β over all runs (one value per run), per doubling of β with "
+             "its 95% CI and the p of slope ≠ 0; Spearman's ρ (Spearman 1904) beside it asks "
+             "only for a monotone trend. **Then every pair of β**: Welch's t-test over seeds "
+             "(Welch 1947); diff is the mean at β_a minus the mean at β_b, with its 95% "
+             "Welch–Satterthwaite CI; p is Holm-adjusted (Holm 1979) over the family of all pairs "
+             "of β of that one score (not across scores). A pair differs at Holm p < "
+             f"{ALPHA:g}; none is tested with fewer than {MIN_SEEDS} seeds at either β, nor when "
+             f"neither β's seeds vary. {_detectable_md()}", ""]  # fmt: skip
+    cols = ["β_a", "β_b", "diff (a − b)", "95% CI", "Holm p", f"detectable ({POWER:.0%} power)",
+            "verdict"]  # fmt: skip
+    for k in keys:
+        tr = trend(records, k)
+        if not tr["n"]:  # no finite score at any β
             continue
-        lines.append(f"- **{display(k)}**: {c['statement'].split(': ', 1)[1]}")
-        if c["tests"]:
-            lines[-1] += (
-                " (" + ", ".join(f"vs β={b:g}: p={t['p']:.2g}" for b, t in c["tests"].items()) + ")"
-            )
+        lines += [f"### {display(k)}", "", _trend_md(tr), ""]
+        body = [dict(zip(cols, (f"{r['beta_a']:g}", f"{r['beta_b']:g}", *_test_cells(r))))
+                for r in pairwise_betas(records, k)]  # fmt: skip
+        lines += [_md_table(cols, body), ""] if body else []
     return lines
 
 
 def _objectives_md(records, keys) -> list[str]:
-    """Objectives side by side at each β they share: Welch's test over seeds, per key."""
+    """Objectives side by side at each β they share, per key: Welch's test over seeds, Holm over
+    the (β, objective) comparisons of that key, each with its CI and detectable difference."""
     tables = {k: compare_objectives(records, k) for k in keys}
     if not any(tables.values()):
         return []
     lines = ["## Objectives compared at equal β", "",
-             "Each objective against the sweep's first at every β both ran: Welch's t-test over "
-             f"seeds, a difference called real only at p < {ALPHA:g} (no test with fewer than "
-             f"{MIN_SEEDS} seeds). β weighs a different term in each objective, so equal β is "
-             "equal weight on each one's disentangling term, not equal pressure.", ""]  # fmt: skip
+             "Each objective against the sweep's first at every β both ran, pre-specified: "
+             "Welch's t-test over seeds (Welch 1947), the difference with its 95% "
+             "Welch–Satterthwaite CI, p Holm-adjusted (Holm 1979) over the family of all "
+             "(β, objective) comparisons of that one score; a difference is called real only at "
+             f"Holm p < {ALPHA:g} (no test with fewer than {MIN_SEEDS} seeds or without seed "
+             f"variance). {_detectable_md()} β weighs a different term in each objective, so "
+             "equal β is equal weight on each one's disentangling term, not equal pressure.",
+             ""]  # fmt: skip
+    cols = ["β", "objectives", "means", "difference", "95% CI", "Holm p",
+            f"detectable ({POWER:.0%} power)", "verdict"]  # fmt: skip
     for k, rows in tables.items():
         if not rows:
             continue
-        cols = ["β", "objectives", "means", "difference", "p (Welch)", "real?"]
         body = [dict(zip(cols, (
             f"{r['beta']:g}", f"`{r['objective']}` vs `{r['reference']}`",
-            f"{r['mean']:.3g} vs {r['mean_ref']:.3g}", f"{r['diff']:+.3g}",
-            "–" if math.isnan(r["p"]) else f"{r['p']:.2g}", "yes" if r["p"] < ALPHA else "no",
+            f"{r['mean']:.3g} vs {r['mean_ref']:.3g}", *_test_cells(r),
         ))) for r in rows]  # fmt: skip
         lines += [f"### {display(k)}", "", _md_table(cols, body), ""]
     return lines
@@ -440,7 +572,8 @@ def _convergence_md(rows) -> list[str]:
     ]
 
 
-def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots) -> str:
+def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots,
+              over_training=()) -> str:  # fmt: skip
     name = sweep_dir.name
     lines = [f"# Sweep report: {name}", "",
              f"Written by `python latentSpace.py report {sweep_dir} --protocol {protocol}` "
@@ -481,8 +614,8 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                       "(nats), Gaussian WC and its normalised form (WC / tr Σ), and the MI score "
                       "(mean pairwise mutual information of the binned latents, nats) need no "
                       "ground truth (Locatello et al. 2019) and measure dependence between the "
-                      "latents' posterior means: **lower is more factorised**, so for them the "
-                      "β with the highest mean below is the least factorised."]  # fmt: skip
+                      "latents' posterior means: **lower is more factorised**, so for them a "
+                      "trend that rises with β means larger β gives a less factorised code."]  # fmt: skip
         for objective, recs in groups.items() if factor_cols else ():
             lines += ["", f"### Per factor{ofs[objective]} (mean ± sample std over seeds)", "",
                       "MIG gap of each factor (0: no single latent owns it) and informativeness "
@@ -494,8 +627,12 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
             lines += ["", *_significance_md(recs, [*shown, *SUMMARY_EXTRA], ofs[objective])]
         lines += ["", *_objectives_md(records, [*shown, *SUMMARY_EXTRA])]
         lines += ["", *_convergence_md(res["rows"])]
+        if over_training:
+            lines += ["", *over_training]
         lines += ["", "Per run: [scores.csv](scores.csv)", ""]
         for key, path in plots.items():
+            if key in OVER_TRAINING_PLOTS:
+                continue  # shown in "Scores over training"
             lines += [
                 f"### {PLOT_TITLES[key]}",
                 "",
