@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import training
-from sbd_vae import evaluation, rundir
+from sbd_vae import baselines, evaluation, rundir
 from sbd_vae import report as sweep_report
 from sbd_vae.config import load_config, resume_command
 from sbd_vae.encoding import ACTIVE_VAR, active_units, decode, encode, kl_per_latent, unit_activity
@@ -239,6 +239,18 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
 
 
 # ----------------------------------------------------------------------------- sweeps
+def _noise_baselines(run_dir, protocol, seed, cache=None, metric_options=None) -> dict:
+    """The report's calibration numbers (``sbd_vae.baselines.noise_baselines``): every score of
+    a Gaussian and a uniform noise code of the run's latent dimension on the run's data
+    (``training.make_dataset`` of its config.json, made only when ``cache`` lacks the numbers;
+    the key names the data by metrics.json's "data_config")."""
+    cfg = load_config(run_dir)
+    m = read_metrics(run_dir) or {}
+    return baselines.noise_baselines(lambda: training.make_dataset(cfg), cfg.latent_dim, protocol,
+                                     seed, cache=cache, metric_options=metric_options,
+                                     data_config=m.get("data_config"))  # fmt: skip
+
+
 def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=None,
            all_snapshots=False) -> Path:  # fmt: skip
     """Evaluates what is missing in a sweep and writes ``<sweep>/report/``; returns its path.
@@ -256,10 +268,12 @@ def report(sweep_dir, protocol="study", seed=0, progress=True, metric_options=No
     ``all_snapshots=True`` also scores every snapshot the runs kept (``--snapshot_steps``) and adds
     the scores over training: report/scores_over_training.{csv,png}, factors_over_training.png
     and index.md's "Scores over training" (settled or not, the paired climb, the β trend per step).
+    index.md's "Calibration" gives every score of a random code on the same data (Gaussian and
+    uniform noise, ``_noise_baselines``; cached in report/baselines.json).
     (sbd_vae/report.py writes it all; runs are scored with ``evaluate``.)
     """
     return sweep_report.report(sweep_dir, evaluate, protocol, seed, progress, metric_options,
-                               all_snapshots)  # fmt: skip
+                               all_snapshots, baselines_fn=_noise_baselines)  # fmt: skip
 
 
 def figures(
@@ -270,7 +284,7 @@ def figures(
     ``sbd_vae.report.readme_figures``). ``protocol=None`` reuses the protocol of the metrics
     already in the sweep (quick if there are none). Returns {file name: path}."""
     return sweep_report.readme_figures(sweep_dir, evaluate, out, protocol, seed, progress,
-                                       metric_options)  # fmt: skip
+                                       metric_options, baselines_fn=_noise_baselines)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- CLI

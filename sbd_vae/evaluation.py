@@ -151,7 +151,8 @@ HEADLINE = (
     "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness_test", "sap_discrete",
     "sap_continuous", "modularity", "explicitness_test", "beta_vae_eval_accuracy",
     "factor_vae_eval_accuracy", "irs", "gaussian_total_correlation",
-    "gaussian_wasserstein_correlation", "gaussian_wasserstein_correlation_norm",
+    "gaussian_total_correlation_active", "gaussian_wasserstein_correlation",
+    "gaussian_wasserstein_correlation_norm",
     "mutual_info_score",
 )  # fmt: skip
 

@@ -50,14 +50,17 @@ DISPLAY = {
     "factor_vae_eval_accuracy": "FactorVAE score", "active_units": "active units",
     "recon": "recon −log p(x|μ) (nats)", "recon_excess": "recon excess over entropy floor (nats)",
     "recon_mse": "pixel MSE", "kl_total": "total KL (nats)", "irs": "IRS",
-    "gaussian_total_correlation": "Gaussian TC", "gaussian_wasserstein_correlation": "Gaussian WC",
+    "gaussian_total_correlation": "Gaussian TC",
+    "gaussian_total_correlation_active": "Gaussian TC (active latents)",
+    "gaussian_wasserstein_correlation": "Gaussian WC",
     "gaussian_wasserstein_correlation_norm": "Gaussian WC (norm.)", "mutual_info_score": "MI score",
 }  # fmt: skip
 # The scores that need no ground truth (Locatello et al. 2019): 0 is a factorised code, and more is
 # more dependence between latents, so their plots say so and the index says which way they point.
 # (A trend that rises with β on these is a *less* factorised code at larger β.)
 LOWER_IS_FACTORISED = (
-    "gaussian_total_correlation", "gaussian_wasserstein_correlation",
+    "gaussian_total_correlation", "gaussian_total_correlation_active",
+    "gaussian_wasserstein_correlation",
     "gaussian_wasserstein_correlation_norm", "mutual_info_score",
 )  # fmt: skip
 # Per-run columns of scores.csv after the metrics: reconstruction, active units, KL.
@@ -300,6 +303,7 @@ def report(
     progress=True,
     metric_options=None,
     all_snapshots=False,
+    baselines_fn=None,
 ) -> Path:
     """Evaluates what is missing in a sweep (with ``evaluate``, see ``collect``) and writes
     ``<sweep>/report/``; returns its path.
@@ -316,14 +320,18 @@ def report(
                               where runs have snapshot scores (``all_snapshots=True`` scores every
                               snapshot a run kept): one row per (run, step), the curves, and
                               index.md's "Scores over training" (overtraining.py)
+    report/baselines.json     with ``baselines_fn`` (``latentSpace._noise_baselines``): every
+                              score of a random code on the sweep's data, cached, and index.md's
+                              "Calibration: scores of a random code" (``_baselines_md``)
     Unfinished runs are skipped and listed (stdout and index.md); a sweep with no finished run
     still gets an index.md saying so. ``protocol="quick"`` is labelled in every plot and table.
     """
-    return _report(sweep_dir, evaluate, protocol, seed, progress, metric_options, all_snapshots)[0]
+    return _report(sweep_dir, evaluate, protocol, seed, progress, metric_options, all_snapshots,
+                   baselines_fn)[0]  # fmt: skip
 
 
 def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric_options=None,
-            all_snapshots=False):  # fmt: skip
+            all_snapshots=False, baselines_fn=None):  # fmt: skip
     sweep_dir = Path(sweep_dir)
     res = collect(sweep_dir, evaluate, protocol, seed, progress, metric_options, all_snapshots)
     out = sweep_dir / "report"
@@ -361,8 +369,11 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
         plots["active"] = plot_vs_beta(records, ["active_units", "kl_total"], out / PLOTS["active"],
                                        head.format("active units and total KL"), labels)  # fmt: skip
     over_training = _over_training(res["rows"], out, sweep_dir.name, label, plots)
+    calibration = _baselines_md(res, records, metric_names, protocol, seed, metric_options,
+                                baselines_fn, out)  # fmt: skip
     rundir.write_text(out / "index.md", _index_md(sweep_dir, res, cols, records, metric_names,
-                                                  protocol, seed, label, plots, over_training))  # fmt: skip
+                                                  protocol, seed, label, plots, over_training,
+                                                  calibration))  # fmt: skip
     if not records:
         print(f"[report] {sweep_dir}: no finished runs yet, nothing to score "
               f"({len(res['runs'])} run(s) listed)")  # fmt: skip
@@ -572,8 +583,54 @@ def _convergence_md(rows) -> list[str]:
     ]
 
 
+def _baselines_md(res, records, metric_names, protocol, seed, metric_options, baselines_fn,
+                  out) -> list[str]:  # fmt: skip
+    """index.md's "Calibration: scores of a random code": every headline score of a Gaussian and
+    a uniform noise code (``baselines_fn(run_dir, protocol, seed, cache=, metric_options=)`` ->
+    {kind: {score: float}}, ``latentSpace._noise_baselines``: sbd_vae/baselines.py, cached in
+    ``out``/baselines.json) beside the range of this sweep's means over β. [] without
+    ``baselines_fn`` or scored runs; a line saying why when the baselines fail."""
+    if baselines_fn is None or not records:
+        return []
+    head = ["## Calibration: scores of a random code", ""]
+    try:
+        base = baselines_fn(res["rows"][0]["run"]["path"], protocol, seed,
+                            cache=out / "baselines.json", metric_options=metric_options)  # fmt: skip
+    except (RunDirError, ValueError, OSError) as e:
+        return [*head, f"The noise baselines could not be computed: {e}"]
+    gauss, unif = base.get("gaussian") or {}, base.get("uniform") or {}
+    shown = [m for m in metric_names if m in HEADLINE] or metric_names
+    keys = [k for k in HEADLINE if k in shown or k in gauss] or shown
+    means = {k: [float(np.nanmean(v)) for recs in by_objective(records).values()
+                 for v in values_by_beta(recs, k).values() if np.isfinite(v).any()]
+             for k in keys}  # fmt: skip
+
+    def num(v):
+        return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else _fmt(v)
+
+    body = [{"score": display(k), "gaussian noise": num(gauss.get(k)),
+             "uniform noise": num(unif.get(k)),
+             "this sweep (range of β means)": f"{min(means[k]):.3f} – {max(means[k]):.3f}"
+             if means[k] else "-"} for k in keys]  # fmt: skip
+    dim = res["rows"][0]["metrics"].get("latent_dim", "the runs'")
+    return [*head,
+            f"What a code that ignores the image scores on the same factor sets (protocol "
+            f"{protocol}, metric seed {seed}): {dim} latents of standard Gaussian noise, or of "
+            "uniform noise on [0, 1), encoded as the runs are (sbd_vae/baselines.py; cached in "
+            "[baselines.json](baselines.json)). A score says something about disentanglement only "
+            "as far as it lies beyond both. MIG, DCI disentanglement and SAP are near 0 for "
+            "noise, but not every score is (Locatello et al. 2019 report the scores, not their "
+            "chance levels): IRS (Suter et al. 2019) compares deviation quantiles, so noise "
+            "scores by the shape of its tails (Gaussian well above 0, uniform near 0); the BetaVAE "
+            "and FactorVAE accuracies, informativeness and explicitness have chance levels set "
+            "by the factors' sizes; the TC, WC and MI scores of noise are their estimators' "
+            "bias. Sweep ranges span the means over seeds of every β"
+            + (" and objective" if len(by_objective(records)) > 1 else "") + ".", "",
+            _md_table(list(body[0]) if body else ["score"], body)]  # fmt: skip
+
+
 def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots,
-              over_training=()) -> str:  # fmt: skip
+              over_training=(), calibration=()) -> str:  # fmt: skip
     name = sweep_dir.name
     lines = [f"# Sweep report: {name}", "",
              f"Written by `python latentSpace.py report {sweep_dir} --protocol {protocol}` "
@@ -616,6 +673,7 @@ def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label
                       "ground truth (Locatello et al. 2019) and measure dependence between the "
                       "latents' posterior means: **lower is more factorised**, so for them a "
                       "trend that rises with β means larger β gives a less factorised code."]  # fmt: skip
+        lines += ["", *calibration] if calibration else []
         for objective, recs in groups.items() if factor_cols else ():
             lines += ["", f"### Per factor{ofs[objective]} (mean ± sample std over seeds)", "",
                       "MIG gap of each factor (0: no single latent owns it) and informativeness "
@@ -680,8 +738,9 @@ def _pick_betas(records) -> tuple[float, float]:
 
 
 def readme_figures(
-    sweep_dir, evaluate, out="img", protocol=None, seed=0, progress=True, metric_options=None
-) -> dict:
+    sweep_dir, evaluate, out="img", protocol=None, seed=0, progress=True, metric_options=None,
+    baselines_fn=None,
+) -> dict:  # fmt: skip
     """The README figure set of one sweep: the seed's contrast, the lowest β against the β nearest
     the seed's β=102 in β_norm (``_pick_betas``), from each β's lowest seed:
 
@@ -690,7 +749,8 @@ def readme_figures(
         factors_vs_beta.png, active_units_vs_beta.png, recon_vs_beta.png
 
     Runs the report first (evaluating what is missing with ``evaluate``). ``protocol=None`` reuses the protocol of
-    the metrics already in the sweep (quick if there are none). Returns {file name: path}.
+    the metrics already in the sweep (quick if there are none). ``baselines_fn``: as ``report``'s.
+    Returns {file name: path}.
     """
     sweep_dir, out = Path(sweep_dir), Path(out)
     if protocol is None:
@@ -707,7 +767,8 @@ def readme_figures(
                 f"{sweep_dir} has metrics of several protocols {sorted(found)}; pass --protocol"
             )
         protocol = found.pop() if found else "quick"
-    rep, res, records = _report(sweep_dir, evaluate, protocol, seed, progress, metric_options)
+    rep, res, records = _report(sweep_dir, evaluate, protocol, seed, progress, metric_options,
+                                baselines_fn=baselines_fn)  # fmt: skip
     if not records:
         raise RunDirError(
             f"{sweep_dir}: no finished run to make figures from; finish the sweep first"

@@ -22,7 +22,8 @@ from sbd_vae.metrics.unsupervised import (
 )
 
 UNSUPERVISED_KEYS = ("gaussian_total_correlation", "gaussian_wasserstein_correlation",
-                     "gaussian_wasserstein_correlation_norm", "mutual_info_score")  # fmt: skip
+                     "gaussian_wasserstein_correlation_norm", "mutual_info_score",
+                     "gaussian_total_correlation_active")  # fmt: skip
 
 
 def correlated_gaussian(cov, n, seed=0):
@@ -243,6 +244,7 @@ def test_new_scores_reach_scores_csv_and_the_index(tmp_path, monkeypatch):
             assert float(row[key]) == pytest.approx(written[row["run"]][key], rel=1e-5), key
     index = (out / "index.md").read_text()
     header = next(line for line in index.splitlines() if line.startswith("| β |"))
-    for label in ("IRS", "Gaussian TC", "Gaussian WC", "Gaussian WC (norm.)", "MI score"):
+    for label in ("IRS", "Gaussian TC", "Gaussian TC (active latents)", "Gaussian WC",
+                  "Gaussian WC (norm.)", "MI score"):  # fmt: skip
         assert f"| {label} |" in header, label
     assert "lower is more factorised" in index and "Suter et al. 2019" in index
