@@ -237,6 +237,11 @@ class ShapesDataset:
         self._ratio_table = ops.convert_to_tensor(np.asarray(self._ratios, np.float32))
         self._jit_warp = None  # backend.jit of _warp, made on first use (_compiled_warp)
 
+    @property
+    def num_points(self) -> int:
+        """The number of distinct images of the factor grid, prod(factor_sizes): β-TCVAE's N."""
+        return int(np.prod(self.factor_sizes, dtype=np.int64))
+
     # ------------------------------------------------------------------ validation
     def _check_frame(self) -> None:
         smax = self.scale_range[1]

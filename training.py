@@ -52,11 +52,17 @@ def make_strategy(cfg: TrainConfig):
     return DataParallel(cfg.distribute)
 
 
-def build_model(cfg: TrainConfig, strategy=None):
-    """A compiled BetaVAE for ``cfg`` (under ``strategy``'s scope and ``cfg.precision``)."""
+def build_model(cfg: TrainConfig, strategy=None, data=None):
+    """A compiled BetaVAE for ``cfg`` (under ``strategy``'s scope and ``cfg.precision``). β-TCVAE's
+    N is the number of distinct images of ``data`` (``make_dataset(cfg)`` when not given)."""
     import keras
 
     from variationAutoEncoder import BetaVAE
+
+    if cfg.objective == "tcvae":
+        num_points = (data if data is not None else make_dataset(cfg)).num_points
+    else:
+        num_points = None
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(resolve_precision(cfg.precision))
@@ -64,7 +70,7 @@ def build_model(cfg: TrainConfig, strategy=None):
         keras.utils.set_random_seed(cfg.seed)  # weight init and the Sampling seed generator
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
-            model = BetaVAE(**cfg.model_kwargs())
+            model = BetaVAE(**cfg.model_kwargs(num_points))
             model.build()
             # JAX runs the step under jax.jit (eager JAX is op by op); TensorFlow runs it as a
             # tf.function graph, without XLA.
@@ -139,7 +145,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
                 f"--batch_size {cfg.batch_size} must be a multiple of the {replicas} replicas "
                 "(--distribute); pick a multiple or use --distribute off."
             )
-        model = build_model(cfg, strategy)
+        model = build_model(cfg, strategy, data=data)
         meta = rundir.restore_latest(out, model)
         start = int(meta["step"]) if meta else 0
         finished = start >= cfg.steps and (out / "summary.json").exists()

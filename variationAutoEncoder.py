@@ -21,7 +21,9 @@ Loss reductions (every objective, both likelihoods)
 - KL(q(z|x) ‖ N(0, I)): **summed over latents**, then **averaged over the batch**;
 - β-VAE:     loss = recon + β · KL
 - capacity:  loss = recon + γ · |KL − C(t)|,  C(t) = C_max · min(1, t / capacity_steps)
-- β-TCVAE:   loss = recon + MI + β · TC + dim-wise KL  (batch estimates, nats per image)
+- β-TCVAE:   loss = recon + MI + β · TC + dim-wise KL  (batch estimates, nats per image; the
+             estimator of q(z), "mws" or "mss", and the dataset size N: tc_estimator,
+             tc_dataset_size)
 - DIP-VAE:   loss = recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²,  λ_od = β
 - FactorVAE: loss = recon + KL + γ · TC (a discriminator's density ratio), γ = β; the
              discriminator minimises its own cross-entropy with its own Adam
@@ -63,6 +65,8 @@ from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of th
     MODEL_ARGS,
     OBJECTIVES,
     TC_DATASET_SIZE,
+    TC_ESTIMATOR,
+    TC_ESTIMATORS,
     beta_norm,
     check_image_size,
     model_problems,
@@ -97,22 +101,51 @@ def mss_log_weights(batch: int, dataset_size: float = TC_DATASET_SIZE):
     return ops.log(w)  # every weight is > 0 for N ≥ B ≥ 2
 
 
-def tc_decomposition(z, mean, logvar, dataset_size: float = TC_DATASET_SIZE) -> dict:
+def tc_decomposition(
+    z, mean, logvar, dataset_size: float = TC_DATASET_SIZE, estimator: str = TC_ESTIMATOR
+) -> dict:
     """KL = MI + TC + dim-wise KL on a batch (Chen et al. 2018, Eq. 2), each a batch mean (nats).
 
-    z, mean, logvar: (B, D), z ~ q(z|x_i) row by row. With log q(z) and log q(z_l) estimated by
-    minibatch stratified sampling (``mss_log_weights``, N = ``dataset_size``):
+    z, mean, logvar: (B, D), z ~ q(z|x_i) row by row; M = B is the batch, N = ``dataset_size``
+    the number of distinct training points (``dataset.ShapesDataset.num_points``). With log q(z)
+    and log q(z_l) estimated by ``estimator``:
       mi         = E[log q(z|x) − log q(z)]              (index-code mutual information)
       tc         = E[log q(z) − Σ_l log q(z_l)]          (total correlation)
       dimwise_kl = E[Σ_l log q(z_l) − log p(z)]           (p = N(0, I))
-    The three add up to the one-sample KL estimate E[log q(z|x) − log p(z)] for any N.
+    The three add up to the one-sample KL estimate E[log q(z|x) − log p(z)] for any N and either
+    estimator.
+
+    "mws", minibatch weighted sampling (Chen et al. 2018, App. C.1), with its constants kept:
+      log q(z_i)   ≈ logsumexp_j log q(z_i | x_j)   − log(N·M)
+      log q(z_il)  ≈ logsumexp_j log q(z_il | x_j)  − log(N·M)     for each latent l.
+    disentanglement_lib (methods/unsupervised/vae.py, ``total_correlation``; its β-TCVAE adds
+    (β − 1)·TC to the analytic KL) drops the −log(N·M): log q(z) loses one of them and
+    Σ_l log q(z_l) D of them, so with D latents
+      tc (here) = tc (disentanglement_lib) + (D − 1)·log(N·M),
+    mi is log(N·M) higher and dimwise_kl D·log(N·M) lower than without the constant. The shift
+    does not depend on the model, so the gradients are identical; only the values differ, and
+    they depend on N: next to the plain batch average (1/M) Σ_j q(z | x_j), every density here is
+    log N lower, so tc is (D − 1)·log N higher.
+
+    "mss", minibatch stratified sampling (Chen et al. 2018, App. C.2; ``mss_log_weights``):
+    q(z_i) ≈ Σ_j w_ij q(z_i | x_j) with weight 1/N on a sample's own posterior, and likewise each
+    q(z_il). Every run before the estimator was a choice used it, with N = ``TC_DATASET_SIZE``.
+    At small batches its TC is biased, by an amount that depends on N and on the posteriors'
+    widths: below 0 for wide ones, far above for narrow ones (scripts/tc_batch_bias.py).
     """
+    if estimator not in TC_ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r}: choose one of {TC_ESTIMATORS}")
     b = ops.shape(z)[0]
     # log q(z_il | x_j) for every pair: (B, B, D) indexed [i, j, l]
     log_qzx = gaussian_log_density(z[:, None, :], mean[None, :, :], logvar[None, :, :])
-    log_w = mss_log_weights(b, dataset_size)  # (B, B)
-    log_qz = ops.logsumexp(log_w + ops.sum(log_qzx, axis=2), axis=1)  # (B,)
-    log_qz_dims = ops.logsumexp(log_w[:, :, None] + log_qzx, axis=1)  # (B, D)
+    if estimator == "mss":
+        log_w = mss_log_weights(b, dataset_size)  # (B, B)
+        log_qz = ops.logsumexp(log_w + ops.sum(log_qzx, axis=2), axis=1)  # (B,)
+        log_qz_dims = ops.logsumexp(log_w[:, :, None] + log_qzx, axis=1)  # (B, D)
+    else:  # mws: log(N·M) as log N + log M (a float32 N·M would round for large N)
+        log_nm = math.log(float(dataset_size)) + ops.log(ops.cast(b, "float32"))
+        log_qz = ops.logsumexp(ops.sum(log_qzx, axis=2), axis=1) - log_nm  # (B,)
+        log_qz_dims = ops.logsumexp(log_qzx, axis=1) - log_nm  # (B, D)
     log_qz_x = ops.sum(gaussian_log_density(z, mean, logvar), axis=1)  # (B,)
     log_pz = ops.sum(gaussian_log_density(z, 0.0, 0.0), axis=1)  # (B,)
     log_prod_qz = ops.sum(log_qz_dims, axis=1)  # (B,)
@@ -123,10 +156,13 @@ def tc_decomposition(z, mean, logvar, dataset_size: float = TC_DATASET_SIZE) -> 
     }
 
 
-def total_correlation(z, mean, logvar, dataset_size: float = TC_DATASET_SIZE):
-    """TC(q(z)) = KL(q(z) ‖ Π_l q(z_l)) estimated on a batch by minibatch stratified sampling
-    (Chen et al. 2018, App. C.2); z, mean, logvar (B, D) → scalar (nats). ``tc_decomposition``."""
-    return tc_decomposition(z, mean, logvar, dataset_size)["tc"]
+def total_correlation(
+    z, mean, logvar, dataset_size: float = TC_DATASET_SIZE, estimator: str = TC_ESTIMATOR
+):
+    """TC(q(z)) = KL(q(z) ‖ Π_l q(z_l)) estimated on a batch by minibatch weighted ("mws") or
+    stratified ("mss") sampling (Chen et al. 2018, App. C.1 / C.2), N = ``dataset_size``;
+    z, mean, logvar (B, D) → scalar (nats). ``tc_decomposition`` has the formulas."""
+    return tc_decomposition(z, mean, logvar, dataset_size, estimator)["tc"]
 
 
 def covariance(x):
@@ -445,11 +481,17 @@ class BetaVAE(keras.Model):
         likelihood="bernoulli",
         gaussian_sigma=0.1,
         seed=None,
+        tc_estimator=TC_ESTIMATOR,
+        tc_dataset_size=TC_DATASET_SIZE,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_image_size(image_size)
-        problems = model_problems(decoder, likelihood, objective, beta, gaussian_sigma)
+        problems = model_problems(
+            decoder, likelihood, objective, beta, gaussian_sigma, tc_estimator
+        )
+        if not (isinstance(tc_dataset_size, int) and tc_dataset_size >= 2):
+            problems.append(f"tc_dataset_size={tc_dataset_size!r}: must be an int ≥ 2")
         if problems:
             raise ValueError("invalid BetaVAE arguments: " + "; ".join(problems))
         self.image_size, self.latent_dim, self.decoder_name = image_size, latent_dim, decoder
@@ -457,6 +499,8 @@ class BetaVAE(keras.Model):
         self.beta, self.objective, self.gamma = float(beta), objective, float(gamma)
         self.capacity_max, self.capacity_steps = float(capacity_max), int(capacity_steps)
         self.likelihood, self.gaussian_sigma, self.seed = likelihood, float(gaussian_sigma), seed
+        # β-TCVAE's estimator and N (tc_decomposition); recorded, unused, by the other objectives
+        self.tc_estimator, self.tc_dataset_size = tc_estimator, tc_dataset_size
 
         self.encoder = Encoder(latent_dim, channels, hidden, name="encoder")
         if decoder == "sbd":
@@ -567,7 +611,8 @@ class BetaVAE(keras.Model):
         - beta:      recon + β · KL
         - capacity:  recon + γ · |KL − C(t)|
         - tcvae:     recon + MI + β · TC + dim-wise KL (``tc_decomposition``; terms mi, tc,
-                     dimwise_kl). At β = 1 it is the ELBO with a one-sample KL.
+                     dimwise_kl; ``tc_estimator``, N = ``tc_dataset_size``). At β = 1 it is
+                     the ELBO with a one-sample KL.
         - dipvae_i/ii: recon + KL + λ_od · Σ_{i≠j} C_ij² + λ_d · Σ_i (C_ii − 1)², λ_od = β,
                      λ_d = ``DIP_LAMBDA_D_FACTOR`` · β (terms dip_offdiag, dip_diag, unweighted).
         - factorvae: recon + KL + β · TC by the discriminator (``_factorvae``; terms tc,
@@ -593,7 +638,8 @@ class BetaVAE(keras.Model):
         elif self.objective == "capacity":
             loss = recon + self.gamma * ops.abs(kl - cap)
         elif self.objective == "tcvae":
-            parts = tc_decomposition(ops.cast(z, "float32"), mean, logvar)
+            parts = tc_decomposition(ops.cast(z, "float32"), mean, logvar,
+                                     self.tc_dataset_size, self.tc_estimator)  # fmt: skip
             loss = recon + parts["mi"] + self.beta * parts["tc"] + parts["dimwise_kl"]
             terms.update(parts)
         elif self.objective == "factorvae":
@@ -772,6 +818,13 @@ class BetaVAE(keras.Model):
         # attribute `decoder` is the decoder layer).
         args = {n: getattr(self, "decoder_name" if n == "decoder" else n) for n in MODEL_ARGS}
         return {"name": self.name, **args}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # model.keras files saved before the TC estimator was a choice lack tc_estimator and
+        # tc_dataset_size: their β-TCVAE trained with MSS and N = TC_DATASET_SIZE.
+        config = {"tc_estimator": "mss", "tc_dataset_size": TC_DATASET_SIZE, **config}
+        return super().from_config(config, custom_objects=custom_objects)
 
 
 def build_vae(**kwargs) -> BetaVAE:

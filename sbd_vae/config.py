@@ -50,6 +50,10 @@ class TrainConfig:
     gamma: float = 1000.0
     capacity_max: float = 25.0
     capacity_steps: int = 100000
+    # β-TCVAE's estimator of q(z) (hparams.TC_ESTIMATORS): "mws", minibatch weighted sampling as
+    # disentanglement_lib trains, or "mss", minibatch stratified sampling (Chen et al. 2018, App.
+    # C.1 / C.2). A config.json without the field is "mss": those runs trained with it.
+    tc_estimator: str = hparams.TC_ESTIMATOR
     # optimisation
     lr: float = 3e-4
     batch_size: int = 16
@@ -82,17 +86,25 @@ class TrainConfig:
         """β · M / N (Higgins et al. 2017): ``hparams.beta_norm`` of this config."""
         return hparams.beta_norm(self.beta, self.latent_dim, self.image_size)
 
-    def model_kwargs(self) -> dict:
-        """The keyword arguments of ``BetaVAE`` for this run: ``BetaVAE(**cfg.model_kwargs())``."""
-        return {name: getattr(self, name) for name in hparams.MODEL_ARGS}
+    def model_kwargs(self, num_points: int | None = None) -> dict:
+        """The keyword arguments of ``BetaVAE`` for this run: ``BetaVAE(**cfg.model_kwargs(n))``.
+        β-TCVAE's N (``tc_dataset_size``) is no field but the training data's number of distinct
+        images, ``num_points`` (``ShapesDataset.num_points``); without it, or for another
+        objective, it is ``hparams.TC_DATASET_SIZE``."""
+        kwargs = {n: getattr(self, n) for n in hparams.MODEL_ARGS if n != "tc_dataset_size"}
+        from_data = num_points is not None and self.objective == "tcvae"
+        return kwargs | {
+            "tc_dataset_size": int(num_points) if from_data else hparams.TC_DATASET_SIZE
+        }
 
     def validate(self, stored: bool = False) -> TrainConfig:
         """Checks every field; ``stored=True`` (a config.json read back) skips the checks that
         only guard the start of a new run, so runs made before a check was added still load."""
         hparams.check_image_size(self.image_size)
         problems = hparams.model_problems(
-            self.decoder, self.likelihood, self.objective, self.beta, self.gaussian_sigma
-        )
+            self.decoder, self.likelihood, self.objective, self.beta, self.gaussian_sigma,
+            self.tc_estimator,
+        )  # fmt: skip
         for name, allowed in [
             ("precision", PRECISIONS),
             ("distribute", DISTRIBUTE),
@@ -199,6 +211,7 @@ def default_betas(image_size: int) -> list[float]:
 def from_dict(raw: dict) -> TrainConfig:
     """A TrainConfig from a config.json-style dict (lists where the dataclass has tuples)."""
     tuples = {f.name for f in fields(TrainConfig) if isinstance(f.default, tuple)}
+    raw = {"tc_estimator": "mss", **raw}  # written before --tc_estimator: β-TCVAE used MSS
     cfg = TrainConfig(**{k: (tuple(v) if k in tuples else v) for k, v in raw.items()})
     return replace(cfg, snapshot_steps=tuple(int(v) for v in cfg.snapshot_steps))
 
@@ -247,11 +260,14 @@ def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
     cfg = replace(cfg, backend=_resolve_backend(cfg.backend, old, out))
     new = asdict(cfg)
     if old is not None:
+        old = {"tc_estimator": "mss", **old}  # written before --tc_estimator: β-TCVAE used MSS
         # Extending a run (a larger --steps) is a resume, not a new experiment; the capacity
         # schedule enters only the capacity objective's loss (so a preset's new ramp does not block its runs).
         ignore = ["steps", "snapshot_steps"]  # snapshots only add files: any list may resume
         if old.get("objective") == new["objective"] != "capacity":
             ignore += ["gamma", "capacity_max", "capacity_steps"]
+        if old.get("objective") == new["objective"] != "tcvae":
+            ignore += ["tc_estimator"]  # enters only β-TCVAE's loss
         diff = rundir.config_diff(old, new, ignore=tuple(ignore))
         if diff:
             raise rundir.RunDirError(

@@ -1,9 +1,11 @@
 """The model's hyperparameters: their names, allowed values and checks, in one place.
 
 ``variationAutoEncoder.BetaVAE`` takes exactly ``MODEL_ARGS`` (its ``get_config`` writes them into
-every model.keras), ``config.TrainConfig`` has a field of each name and hands them over with
-``TrainConfig.model_kwargs()``, and both validate them with ``model_problems``: a bad β, decoder,
-likelihood, objective or image size is refused with the same message wherever it comes from.
+every model.keras), ``config.TrainConfig`` has a field of each name but ``tc_dataset_size``
+(β-TCVAE's N, a property of the training data: ``dataset.ShapesDataset.num_points``) and hands
+them over with ``TrainConfig.model_kwargs(num_points)``, and both validate them with
+``model_problems``: a bad β, decoder, likelihood, objective, TC estimator or image size is refused
+with the same message wherever it comes from.
 Pure Python: no Keras, no TensorFlow.
 """
 
@@ -14,7 +16,8 @@ import math
 # BetaVAE's constructor arguments, in the order of its get_config (and of saved model.keras files).
 MODEL_ARGS = (
     "image_size", "latent_dim", "decoder", "channels", "hidden", "beta", "objective", "gamma",
-    "capacity_max", "capacity_steps", "likelihood", "gaussian_sigma", "seed",
+    "capacity_max", "capacity_steps", "likelihood", "gaussian_sigma", "seed", "tc_estimator",
+    "tc_dataset_size",
 )  # fmt: skip
 DECODERS = ("sbd", "deconv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -25,13 +28,26 @@ OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii", "factorvae")
 # DIP-VAE: λ_d = factor · λ_od (λ_od = --beta), the factors of disentanglement_lib's
 # unsupervised_study_v1 sweep (Locatello et al. 2019): 10 for DIP-VAE-I, 1 for DIP-VAE-II.
 DIP_LAMBDA_D_FACTOR = {"dipvae_i": 10.0, "dipvae_ii": 1.0}
-# β-TCVAE's minibatch-stratified-sampling estimator (Chen et al. 2018, App. C.2) needs the
-# dataset size N. Training images have continuous scale and position, so every image is new and
-# N is a modelling choice: the number of images of the paper preset's evaluation grid,
-# 6 shapes · 16 azimuths · 3 tilts · 8 scales · 16 · 16 positions = 589 824 (dSprites, Chen et
-# al.'s data, has 737 280). It caps the MI estimate at log N ≈ 13.3 nats and weighs a sample's own
-# posterior by 1/N; the TC estimate barely depends on it once N ≫ the batch. Not a config field:
-# changing it changes every tcvae run's loss.
+# β-TCVAE's estimators of log q(z) and log q(z_l) on a batch of M (Chen et al. 2018, App. C):
+# "mws", minibatch weighted sampling (App. C.1; what disentanglement_lib trains with, the
+# default), or "mss", minibatch stratified sampling (App. C.2; every run before --tc_estimator
+# existed, results/objectives among them). variationAutoEncoder.tc_decomposition has the formulas.
+TC_ESTIMATORS = ("mws", "mss")
+TC_ESTIMATOR = "mws"
+# Both need the dataset size N, the number of distinct training images: training.build_model
+# passes the data's ShapesDataset.num_points into BetaVAE's tc_dataset_size, and model.keras
+# records it. Training draws scale and position continuously, so N is a modelling choice: the
+# images of the data's factor grid, whose neighbouring points differ by at least a pixel (the
+# visibly distinct images). N is not a detail: MSS weighs a sample's own posterior by 1/N and
+# MWS subtracts log(N·M) from every density. In scripts/tc_batch_bias.py's simulation (10
+# independent latents, posterior std 0.5, true TC 0, batch 32) MSS estimates −2.9 nats at
+# N = 589 824 and −1.4 at N = 56 448; MWS's estimate, (D − 1)·log N above the plain batch
+# average's, is +124 and +103 nats. MWS's N only shifts the values, not the gradients; MSS's
+# changes the gradients too.
+# TC_DATASET_SIZE is the N of the runs made before N came from the data (the paper preset's grid
+# at 128², 6 shapes · 16 azimuths · 3 tilts · 8 scales · 16 · 16 positions; dSprites, Chen et
+# al.'s data, has 737 280): BetaVAE's default, so a model.keras saved without the field loads
+# with the N it was trained with.
 TC_DATASET_SIZE = 589_824
 # FactorVAE (Kim & Mnih 2018): the discriminator and its own optimiser as the paper and
 # disentanglement_lib's unsupervised study set them (fc_discriminator: 6 × Dense(1000), LeakyReLU
@@ -58,7 +74,9 @@ def beta_problem(beta) -> str | None:
     return None if ok else f"--beta {beta}: β must be a finite number ≥ 0 (for example --beta 4)"
 
 
-def model_problems(decoder, likelihood, objective, beta, gaussian_sigma) -> list[str]:
+def model_problems(
+    decoder, likelihood, objective, beta, gaussian_sigma, tc_estimator=TC_ESTIMATOR
+) -> list[str]:
     """One message per bad model argument, each naming its flag; [] when all are valid.
     (``check_image_size`` raises on its own: nothing else can be checked without a valid size.)"""
     problems = [why] if (why := beta_problem(beta)) is not None else []
@@ -66,6 +84,7 @@ def model_problems(decoder, likelihood, objective, beta, gaussian_sigma) -> list
         ("decoder", decoder, DECODERS),
         ("likelihood", likelihood, LIKELIHOODS),
         ("objective", objective, OBJECTIVES),
+        ("tc_estimator", tc_estimator, TC_ESTIMATORS),
     ]:
         if value not in allowed:
             problems.append(f"--{name} {value!r}: choose one of {allowed}")
