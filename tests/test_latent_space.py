@@ -208,8 +208,8 @@ def test_report_scores_finished_runs_and_lists_the_unfinished_one(sweep, capsys)
     assert "Unfinished runs" in index and "beta16_seed0" in index and "quick" in index
     # discrete SAP is "SAP", the continuous one is labelled; one seed per β: no pair is tested
     assert "| SAP |" in index and "SAP (continuous)" in index
-    assert "fewer than 3 seeds: not tested" in index and "## Convergence" in index
-    assert "Holm p" in index and "Trend" in index
+    assert "fewer than 2 seeds: not testable" in index and "## Convergence" in index
+    assert "fewer than 3 runs or 2 β: no trend test" in index
     links = [s.split(")")[0] for s in index.split("](")[1:]]
     assert any("training.gif" in link for link in links) and any(
         "geometry" in link for link in links
