@@ -167,7 +167,7 @@ PRESETS = {
         checkpoint_every=250, frame_every=100, capacity_steps=1000, precision="float32",
         preset="demo",
     ),
-    # The converged β study (results/study/README.md has the evidence for each setting): 32² is
+    # The narrow 8 k-step β study (results/study/README.md has the evidence for each setting): 32² is
     # what a 2-core CPU affords; objects large enough (scale 0.6-0.9) that shape and pose are
     # worth their nats; 8 000 steps of 32: in 4 000-step runs a latent could still switch on after
     # step 3 000 (β=4).
