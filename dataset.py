@@ -752,17 +752,50 @@ def export(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Shapes dataset tools")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, help="sheet | export (each has --help)")
+    helps = {
+        "sheet": "a PNG contact sheet of labelled samples",
+        "export": "n pre-transformed samples with their factors → an npz for data.py",
+    }
     for name in ("sheet", "export"):
-        q = sub.add_parser(name)
-        q.add_argument("--data", default="data/shapes.npz")
-        q.add_argument("--image_size", type=int, default=128)
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--out", required=name == "export", default="img/samples.png")
-        q.add_argument("--n", type=int, default=64, required=name == "export")
-        if name == "export":
-            q.add_argument("--dtype", choices=["uint8", "float16"], default="uint8")
-            q.add_argument("--discrete", action="store_true", help="grid factors (indices)")
+        is_export = name == "export"
+        q = sub.add_parser(name, help=helps[name])
+        q.add_argument(
+            "--data",
+            default="data/shapes.npz",
+            help="the rendered shapes (.npz of blender/render_shapes.py) [default data/shapes.npz]",
+        )
+        q.add_argument(
+            "--image_size", type=int, default=128, help="side of the images, pixels [default 128]"
+        )
+        q.add_argument("--seed", type=int, default=0, help="seed of the samples [default 0]")
+        q.add_argument(
+            "--out",
+            required=is_export,
+            default="img/samples.png",
+            help="the npz to write [required]"
+            if is_export
+            else "the PNG [default img/samples.png]",
+        )
+        q.add_argument(
+            "--n",
+            type=int,
+            default=64,
+            required=is_export,
+            help="number of images [required]" if is_export else "number of images [default 64]",
+        )
+        if is_export:
+            q.add_argument(
+                "--dtype",
+                choices=["uint8", "float16"],
+                default="uint8",
+                help="pixel type of the images [default uint8]",
+            )
+            q.add_argument(
+                "--discrete",
+                action="store_true",
+                help="factors on the evaluation grid, stored as indices [off: continuous]",
+            )
     a = p.parse_args(argv)
     try:
         ds = ShapesDataset(a.data, image_size=a.image_size)

@@ -288,47 +288,58 @@ def figures(
 
 
 # ----------------------------------------------------------------------------- CLI
-def main(argv=None) -> int:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser (``main`` parses with it; tests read every flag's help from it)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    protocols = sorted(PROTOCOLS)
+    sub = p.add_subparsers(
+        dest="command", required=True, help="evaluate | report | figures (each has --help)"
+    )
     pe = sub.add_parser("evaluate", help="score one finished run → RUN/metrics.json, RUN/figures/")
-    pe.add_argument("run")
+    pe.add_argument("run", help="a finished run directory of training.py train")
     pe.add_argument(
         "--steps",
         type=int,
         nargs="+",
         default=None,
         metavar="STEP",
-        help="also score the run's snapshots at these steps (--snapshot_steps)",
+        help="also score the weights the run kept at these training steps (its --snapshot_steps) "
+        "[default: none]",
     )
     pe.add_argument(
         "--all-snapshots",
         dest="all_snapshots",
         action="store_true",
-        help="also score every snapshot the run kept (scores over training)",
+        help="also score every snapshot the run kept (scores over training) [off]",
     )
     pr = sub.add_parser("report", help="evaluate a sweep's runs → SWEEP/report/")
-    pr.add_argument("sweep")
+    pr.add_argument("sweep", help="a sweep directory of training.py sweep (with sweep.json)")
     pr.add_argument(
         "--all-snapshots",
         dest="all_snapshots",
         action="store_true",
-        help="also score every snapshot of every run (scores over training)",
+        help="also score every snapshot of every run (scores over training) [off]",
     )
     pf = sub.add_parser("figures", help="README figures of a sweep → --out")
-    pf.add_argument("sweep")
-    pf.add_argument("--out", default="img")
+    pf.add_argument("sweep", help="a sweep directory of training.py sweep (with sweep.json)")
+    pf.add_argument("--out", default="img", help="folder the figures are written to [default img]")
     for q in (pe, pr, pf):
-        q.add_argument("--protocol", choices=protocols, default=None if q is pf else "study",
-                       help="metric sample counts (default: study; figures: the sweep's)")  # fmt: skip
-        q.add_argument("--seed", type=int, default=0, help="metric RNG seed")
-        q.add_argument("--quiet", action="store_true", help="no progress output")
+        default = "the protocol of the sweep's metrics, quick if none" if q is pf else "study"
+        q.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None if q is pf else "study",
+                       help="metric sample counts: study (disentanglement_lib's unsupervised "
+                       "study) | quick (shrunk for a CPU, labelled, not comparable to published "
+                       f"scores) [default {default}]")  # fmt: skip
+        q.add_argument("--seed", type=int, default=0, help="seed of the metrics' RNG [default 0]")
+        q.add_argument("--quiet", action="store_true", help="no progress output [off]")
+    return p
+
+
+def main(argv=None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         if args.command == "evaluate":

@@ -304,17 +304,45 @@ def publish_run(run_dir, dest) -> Path:
 
 
 # ----------------------------------------------------------------------------- CLI
+def _shown(value) -> str:
+    """A default as it would be typed on the command line."""
+    if isinstance(value, tuple | list):
+        return " ".join(_shown(v) for v in value) if value else "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_help(name: str, default_preset: str = "paper") -> str:
+    """The help of ``--<name>``: the field's own help (``TrainConfig``'s metadata), then its value
+    under the default preset and every preset that changes it (and TrainConfig's default where
+    that differs)."""
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    base = getattr(PRESETS[default_preset], name)
+    by_value: dict[str, list[str]] = {}
+    for preset, cfg in PRESETS.items():
+        if getattr(cfg, name) != base:
+            by_value.setdefault(_shown(getattr(cfg, name)), []).append(preset)
+    where = [f"default {_shown(base)}"]
+    if f.default != base:
+        where[0] += f" (--preset {default_preset}; TrainConfig's: {_shown(f.default)})"
+    where += [f"--preset {'/'.join(presets)}: {v}" for v, presets in by_value.items()]
+    return f"{f.metadata['help']} [{'; '.join(where)}]".replace("%", "%%")
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         if f.name in ("preset",):
             continue
-        default = f.default
+        default, helps = f.default, config_help(f.name)
         if f.name == "snapshot_steps":
-            p.add_argument(f"--{f.name}", type=int, nargs="+", default=None, metavar="STEP")
+            p.add_argument(
+                f"--{f.name}", type=int, nargs="+", default=None, metavar="STEP", help=helps
+            )
         elif isinstance(default, tuple):
-            p.add_argument(f"--{f.name}", type=float, nargs=2, default=None, metavar=("LO", "HI"))
+            p.add_argument(
+                f"--{f.name}", type=float, nargs=2, default=None, metavar=("LO", "HI"), help=helps
+            )
         else:
-            p.add_argument(f"--{f.name}", type=type(default), default=None)
+            p.add_argument(f"--{f.name}", type=type(default), default=None, help=helps)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -326,40 +354,118 @@ def config_from_args(args) -> TrainConfig:
     return preset_config(args.preset, **overrides)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser (``main`` parses with it; tests read every flag's help from it)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train or resume one run")
-    p_sweep = sub.add_parser("sweep", help="train an objective × β × seed grid")
-    for p in (p_train, p_sweep):
-        p.add_argument("--preset", default="paper", help=f"one of {sorted(PRESETS)}")
-        p.add_argument("--out", required=True, help="run (train) or sweep (sweep) directory")
+    sub = parser.add_subparsers(
+        dest="command", required=True, help="train | sweep (each has --help)"
+    )
+    p_train = sub.add_parser(
+        "train", help="train or resume one run", description="Train or resume one run into --out."
+    )
+    p_sweep = sub.add_parser(
+        "sweep",
+        help="train an objective × β × seed grid",
+        description="Train every (objective, β, seed) of a grid into --out/<run name>; "
+        "finished runs are skipped, unfinished ones resumed.",
+    )
+    presets = ", ".join(f"{k} ({v.image_size}², {v.steps} steps)" for k, v in PRESETS.items())
+    for p, out, fresh in (
+        (
+            p_train,
+            "the run directory (an existing run is resumed from its last checkpoint)",
+            "delete the run in --out (checkpoints, history, frames, model) and start over",
+        ),
+        (
+            p_sweep,
+            "the sweep directory: one run directory per (objective, β, seed) + sweep.json",
+            "retrain every run of the grid from step 0, finished ones too",
+        ),
+    ):
         p.add_argument(
-            "--fresh", action="store_true", help="discard what --out holds and start over"
+            "--preset",
+            default="paper",
+            help=f"the values the flags below start from: {presets} [default paper]",
         )
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--out", required=True, help=f"{out} [required]")
+        p.add_argument("--fresh", action="store_true", help=f"{fresh} [off]")
+        p.add_argument(
+            "--quiet", action="store_true", help="no progress bars or summary lines [off]"
+        )
         _add_config_args(p)
     p_train.add_argument(
-        "--stop_at", type=int, default=None, help="stop (checkpointed) at this step"
+        "--stop_at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop at this step, checkpointed (a multiple of --log_every); re-running resumes "
+        "[default: run to --steps]",
     )
     p_sweep.add_argument(
-        "--betas", type=float, nargs="+", default=None, help="default: preset grid"
+        "--betas",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="BETA",
+        help="the β grid [default: the paper grid "
+        + " ".join(f"{b:g}" for b in default_betas(128))
+        + " at 128², rescaled to --image_size so β·latents/pixels matches]",
     )
-    p_sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
     p_sweep.add_argument(
-        "--objectives", nargs="+", default=None,
-        help=f"train each β with each of these (default: --objective); from {', '.join(OBJECTIVES)}",
+        "--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="seeds per β [default 0]"
+    )
+    p_sweep.add_argument(
+        "--objectives", nargs="+", default=None, metavar="OBJECTIVE",
+        help=f"train each β with each of these, from {' | '.join(OBJECTIVES)} "
+        "[default: --objective]",
     )  # fmt: skip
     p_sweep.add_argument(
-        "--publish", default=None, help="results folder: copy finished runs there, skip those in it"
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="results folder: copy each finished run there without checkpoints, skip runs "
+        "already in it (--executor local only) [default: none]",
     )
-    p_sweep.add_argument("--executor", default="local", choices=("local", "ray"))
-    p_sweep.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
-    p_sweep.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, default=0.0)
-    p_sweep.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float, default=1.0)
-    p_sweep.add_argument("--max-failures", dest="max_failures", type=int, default=3)
+    p_sweep.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
+        help="local: runs one after another in this process | ray: Ray Tune trials [default local]",
+    )
+    p_sweep.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address, e.g. ray://HOST:10001 (--executor ray) [default: a local Ray]",
+    )
+    p_sweep.add_argument(
+        "--gpus-per-trial",
+        dest="gpus_per_trial",
+        type=float,
+        default=0.0,
+        help="GPUs per Ray trial, fractions allowed (--executor ray) [default 0]",
+    )
+    p_sweep.add_argument(
+        "--cpus-per-trial",
+        dest="cpus_per_trial",
+        type=float,
+        default=1.0,
+        help="CPU cores per Ray trial (--executor ray) [default 1]",
+    )
+    p_sweep.add_argument(
+        "--max-failures",
+        dest="max_failures",
+        type=int,
+        default=3,
+        help="retries of a failed Ray trial, each resuming its checkpoint; -1: forever "
+        "(--executor ray) [default 3]",
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)

@@ -601,20 +601,56 @@ def main(argv: list[str] | None = None) -> str:
             argv = [] if _inside_blender_binary() else sys.argv[1:]
     d = RenderConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="data/shapes.npz")
-    p.add_argument("--shapes", nargs="+", default=list(d.shapes), help=f"from {list(SHAPES)}")
-    p.add_argument("--num_azimuths", type=int, default=d.num_azimuths)
-    p.add_argument("--tilts", type=float, nargs="+", default=list(d.tilts), help="degrees")
-    p.add_argument("--resolution", type=int, default=d.resolution)
-    p.add_argument("--samples", type=int, default=d.samples)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--out", default="data/shapes.npz", help="the npz [default data/shapes.npz]")
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        default=list(d.shapes),
+        help=f"shapes to render, from {' '.join(SHAPES)} [default all]",
+    )
+    p.add_argument(
+        "--num_azimuths",
+        type=int,
+        default=d.num_azimuths,
+        help=f"azimuths, evenly over 0-360 degrees [default {d.num_azimuths}]",
+    )
+    p.add_argument(
+        "--tilts",
+        type=float,
+        nargs="+",
+        default=list(d.tilts),
+        help=f"camera tilts, degrees [default {' '.join(f'{t:g}' for t in d.tilts)}]",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=d.resolution,
+        help=f"side of the renders, pixels [default {d.resolution}]",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=d.samples,
+        help=f"Cycles samples per pixel [default {d.samples}]",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"seed of Cycles' noise (mixed with each view) [default {d.seed}]",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help=f"render processes; the pixels do not depend on it [default {d.workers}]",
+    )
     p.add_argument(
         "--force",
         action="store_true",
         help="re-render even if the cache matches; overwrite an --out that is not a render",
     )
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar [off]")
     a = p.parse_args(argv)
     cfg = RenderConfig(
         shapes=tuple(a.shapes),

@@ -9,7 +9,7 @@ resolved config written to ``<run>/config.json`` before step 1. Validation of th
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from . import backend, hardware, hparams, rundir
@@ -26,60 +26,95 @@ STUDY_SEEDS = (0, 1, 2)
 WIDE_BETAS = (1, 4, 16)
 
 
+def _arg(default, help: str):
+    """A field with its --flag's help (one line: what it is, its unit), stored with the field;
+    training.py's ``--<field>`` help is ``f.metadata["help"]`` plus the defaults of the presets."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Every hyperparameter of a run; written to ``<run>/config.json`` before step 1."""
 
     # data (dataset.ShapesDataset)
-    data_path: str = "data/shapes.npz"
-    image_size: int = 128
-    scale_range: tuple[float, float] = (0.35, 0.7)
-    pos_range: tuple[float, float] = (-0.2, 0.2)
+    data_path: str = _arg(
+        "data/shapes.npz", "the rendered shapes (.npz of blender/render_shapes.py)"
+    )
+    image_size: int = _arg(128, "side of the training images, pixels (a multiple of 16, ≥ 32)")
+    scale_range: tuple[float, float] = _arg(
+        (0.35, 0.7),
+        "object scale LO HI (bounding-disc radius 0.4·scale·width), uniform in training",
+    )
+    pos_range: tuple[float, float] = _arg(
+        (-0.2, 0.2), "object centre's offset LO HI from the image centre, fractions of the width"
+    )
     # model (variationAutoEncoder.BetaVAE: the fields named in hparams.MODEL_ARGS)
-    latent_dim: int = 10
-    decoder: str = "sbd"  # "sbd" | "deconv"
-    channels: int = 64
-    hidden: int = 256
-    likelihood: str = "bernoulli"  # "bernoulli" | "gaussian"
-    gaussian_sigma: float = 0.1
+    latent_dim: int = _arg(10, "number of latents (dimensions of z)")
+    decoder: str = _arg("sbd", "sbd (spatial broadcast) | deconv (transposed convolutions)")
+    channels: int = _arg(64, "channels of every convolution, encoder and decoder")
+    hidden: int = _arg(256, "units of the encoder's dense layer (and the deconv decoder's)")
+    likelihood: str = _arg("bernoulli", "pixel likelihood: bernoulli | gaussian (--gaussian_sigma)")
+    gaussian_sigma: float = _arg(0.1, "σ of the gaussian likelihood, in pixel values (0 to 1)")
     # objective (hparams.OBJECTIVES): Higgins β-VAE, Burgess capacity γ·|KL − C(t)|, β-TCVAE,
     # DIP-VAE-I/II, FactorVAE; --beta weighs the disentangling term of each but capacity
     # (README, "Objectives")
-    objective: str = "beta"
-    beta: float = 1.0
-    gamma: float = 1000.0
-    capacity_max: float = 25.0
-    capacity_steps: int = 100000
+    objective: str = _arg(
+        "beta", "the loss: " + " | ".join(hparams.OBJECTIVES) + " (README.md, Objectives)"
+    )
+    beta: float = _arg(
+        1.0,
+        "weight (≥ 0) of the --objective's disentangling term: "
+        + "; ".join(f"{k}: {v}" for k, v in hparams.BETA_WEIGHS.items()),
+    )
+    gamma: float = _arg(1000.0, "γ, the weight of |KL − C(t)| (--objective capacity only)")
+    capacity_max: float = _arg(25.0, "the final capacity C, nats (--objective capacity only)")
+    capacity_steps: int = _arg(
+        100000, "steps over which C(t) rises from 0 to --capacity_max (--objective capacity only)"
+    )
     # β-TCVAE's estimator of q(z) (hparams.TC_ESTIMATORS): "mws", minibatch weighted sampling as
     # disentanglement_lib trains, or "mss", minibatch stratified sampling (Chen et al. 2018, App.
     # C.1 / C.2). A config.json without the field is "mss": those runs trained with it.
-    tc_estimator: str = hparams.TC_ESTIMATOR
+    tc_estimator: str = _arg(
+        hparams.TC_ESTIMATOR,
+        "β-TCVAE's q(z) estimator: mws (minibatch weighted) | mss (stratified); --objective tcvae only",
+    )
     # optimisation
-    lr: float = 3e-4
-    batch_size: int = 16
-    steps: int = 100000
-    seed: int = 0
+    lr: float = _arg(3e-4, "Adam's learning rate")
+    batch_size: int = _arg(16, "images per step, all devices together")
+    steps: int = _arg(100000, "training steps (a larger --steps extends a finished run)")
+    seed: int = _arg(0, "seed of the weights, the sampling noise and the data stream")
     # "auto" (bf16 where the hardware runs it fast: hardware.resolve_precision) | "float32" |
     # "mixed_bfloat16" | "mixed_float16" (GPU). config.json records the resolved policy.
-    precision: str = "auto"
+    precision: str = _arg(
+        "auto", "auto (bf16 where it is fast) | float32 | mixed_bfloat16 | mixed_float16 (GPU)"
+    )
     # "auto": data-parallel over the GPUs if >1 | "off" | "mirrored": every device
     # (backend.DataParallel: tf.distribute.MirroredStrategy, or keras.distribution on JAX)
-    distribute: str = "auto"
+    distribute: str = _arg(
+        "auto", "data parallelism: auto (over the GPUs if > 1) | off | mirrored (every device)"
+    )
     # The Keras backend, set by KERAS_BACKEND before Python starts ("auto": the running one).
     # config.json records the resolved name: each backend draws its own random batches, so a
     # run resumes only under the backend it was started with.
-    backend: str = "auto"
+    backend: str = _arg(
+        "auto",
+        "Keras backend expected: auto (the running one) | tensorflow | jax; KERAS_BACKEND sets it",
+    )
     # logging, checkpoints, frames (steps)
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    frame_every: int = 1000
-    frame_images: int = 8
+    log_every: int = _arg(100, "steps per history.csv row (one Keras epoch)")
+    checkpoint_every: int = _arg(1000, "steps between checkpoints (a multiple of --log_every)")
+    keep_checkpoints: int = _arg(3, "number of newest checkpoints kept")
+    frame_every: int = _arg(
+        1000, "steps between frames of training.gif (a multiple of --log_every)"
+    )
+    frame_images: int = _arg(8, "images per frame of training.gif")
     # Steps at which the weights are kept in snapshots/ (weights only, never pruned) so the scores
     # can be followed over training: `latentSpace.py evaluate RUN --all-snapshots`. Each a multiple
     # of --log_every and at most --steps; () keeps none.
-    snapshot_steps: tuple[int, ...] = ()
-    preset: str = "paper"
+    snapshot_steps: tuple[int, ...] = _arg(
+        (), "steps whose weights are kept in snapshots/, each a multiple of --log_every, ≤ --steps"
+    )
+    preset: str = _arg("paper", "the preset (PRESETS) whose values the run started from")
 
     @property
     def beta_norm(self) -> float:
@@ -174,7 +209,7 @@ PRESETS = {
     "study": TrainConfig(
         image_size=32, channels=32, batch_size=32, steps=8000, lr=5e-4, scale_range=(0.6, 0.9),
         pos_range=(-0.1, 0.1), log_every=50, checkpoint_every=500, frame_every=250,
-        preset="study", precision="float32",
+        capacity_steps=4000, preset="study", precision="float32",
     ),
     # The long, wide study (results/study_wide/README.md): the study model and optimiser, but small
     # objects (scale 0.3-0.45) that move ±0.3 of the width (±10 px at 32²), the design issue 18's
@@ -183,7 +218,8 @@ PRESETS = {
     "wide": TrainConfig(
         image_size=32, channels=32, batch_size=32, steps=32000, lr=5e-4, scale_range=(0.3, 0.45),
         pos_range=(-0.3, 0.3), log_every=50, checkpoint_every=500, frame_every=1000,
-        snapshot_steps=(2000, 4000, 8000, 16000, 32000), preset="wide", precision="float32",
+        snapshot_steps=(2000, 4000, 8000, 16000, 32000), capacity_steps=16000, preset="wide",
+        precision="float32",
     ),
     # CI: seconds per run.
     "test": TrainConfig(

@@ -28,6 +28,19 @@ OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii", "factorvae")
 # DIP-VAE: λ_d = factor · λ_od (λ_od = --beta), the factors of disentanglement_lib's
 # unsupervised_study_v1 sweep (Locatello et al. 2019): 10 for DIP-VAE-I, 1 for DIP-VAE-II.
 DIP_LAMBDA_D_FACTOR = {"dipvae_i": 10.0, "dipvae_ii": 1.0}
+# What --beta weighs under each objective (README.md's "Objectives" table has the losses); the
+# --beta help of training.py is built from it (config.TrainConfig), and a test checks every
+# objective is in it.
+BETA_WEIGHS = {
+    "beta": "the KL",
+    "capacity": "nothing (--gamma weighs |KL − C(t)|)",
+    "tcvae": "the TC term (MI and dim-wise KL keep weight 1)",
+    **{
+        name: f"λ_od, {cov}'s off-diagonal penalty (λ_d = {DIP_LAMBDA_D_FACTOR[name]:g}·β)"
+        for name, cov in (("dipvae_i", "Cov[μ]"), ("dipvae_ii", "Cov_q[z]"))
+    },
+    "factorvae": "γ, the weight of the discriminator's TC estimate",
+}
 # β-TCVAE's estimators of log q(z) and log q(z_l) on a batch of M (Chen et al. 2018, App. C):
 # "mws", minibatch weighted sampling (App. C.1; what disentanglement_lib trains with, the
 # default), or "mss", minibatch stratified sampling (App. C.2; every run before --tc_estimator

@@ -227,26 +227,28 @@ def files_to_pack(args, results, work: Path) -> list[tuple[Path, str]]:
 # ----------------------------------------------------------------------------- main
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="data/shapes.npz")
+    p.add_argument("--data", default="data/shapes.npz", help="the rendered shapes (.npz)")
     p.add_argument("--out", default="runs/gpu_study", help="run folders (resumable)")
     p.add_argument("--pack", required=True, help="folder for the archives and manifest.json")
     p.add_argument("--budget_min", type=float, default=8.0, help="training minutes, all runs")
-    p.add_argument("--betas", type=float, nargs="+", default=[1, 16, 64, 102, 256])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--betas", type=float, nargs="+", default=[1, 16, 64, 102, 256],
+                   help="β grid of the paper preset's runs (1 and 102 first)")  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per β")
     p.add_argument("--batch_size", type=int, default=None, help="default: the paper preset's")
     p.add_argument("--precision", default="auto", help="of the β runs (auto: bf16 on cc ≥ 8)")
-    p.add_argument("--bench_batches", type=int, nargs="+", default=[16, 64, 256])
-    p.add_argument("--bench_steps", type=int, default=200)
+    p.add_argument("--bench_batches", type=int, nargs="+", default=[16, 64, 256],
+                   help="batch sizes whose img/s is measured")  # fmt: skip
+    p.add_argument("--bench_steps", type=int, default=200, help="timed steps per measurement")
     p.add_argument(
         "--overhead_s",
         type=float,
         default=15.0,
         help="per-run seconds outside the step: frames, checkpoints, saving",
     )
-    p.add_argument("--max_archives", type=int, default=2)
-    p.add_argument("--archive_mib", type=float, default=16.0)
+    p.add_argument("--max_archives", type=int, default=2, help="zip files at most")
+    p.add_argument("--archive_mib", type=float, default=16.0, help="MiB per zip file at most")
     p.add_argument("--smoke", action="store_true", help="tiny model, a CPU, seconds")
-    p.add_argument("--smoke_steps", type=int, default=20)
+    p.add_argument("--smoke_steps", type=int, default=20, help="steps per run with --smoke")
     args = p.parse_args(argv)
     if args.smoke:
         args.bench_batches, args.bench_steps = [8, 16], min(args.bench_steps, 5)

@@ -54,12 +54,16 @@ BAD_ARGS = [
     ("training.py", [*T, "--out", "{out}", "--data_path", "{missing}"], ["{missing}", "render_shapes.py"]),
     ("training.py", [*T, "--out", "{out}", "--steps", "ten"], ["--steps", "invalid int"]),
     ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--objective", "capacity", "--capacity_steps", "1000"], ["--capacity_steps 1000", "--steps 100", "--capacity_steps 50"]),
+    ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--snapshot_steps", "35"], ["--snapshot_steps 35", "multiple of --log_every 10"]),
+    ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--snapshot_steps", "20", "200"], ["--snapshot_steps 200", "at most --steps 100"]),
+    ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--tc_estimator", "xyz"], ["--tc_estimator 'xyz'", "mws", "mss"]),
     ("training.py", ["train", "--preset", "test"], ["--out"]),
     ("training.py", [], ["command"]),
     ("training.py", [*S, "--out", "{out}", "--betas", "1", "-4"], ["--beta -4"]),
     ("training.py", [*S, "--out", "{out}", "--steps", "0"], ["--steps"]),
     ("training.py", ["sweep", "--preset", "huge", "--out", "{out}"], ["unknown preset"]),
     ("training.py", [*S, "--out", "{out}", "--decoder", "unet"], ["--decoder"]),
+    ("training.py", [*S, "--out", "{out}", "--snapshot_steps", "35"], ["--snapshot_steps 35"]),
     ("latentSpace.py", ["evaluate"], ["run"]),
     ("latentSpace.py", ["evaluate", "{missing}"], ["{missing}", "no such run directory"]),
     ("latentSpace.py", ["evaluate", "{out}", "--protocol", "bogus"], ["--protocol", "bogus"]),
@@ -238,6 +242,34 @@ def test_two_trainings_into_one_run_directory(shapes_npz, tmp_path, capsys, reco
     finally:
         kill9(first)
         record("two trainings into one run directory", ok)
+
+
+def test_evaluate_a_snapshot_the_run_did_not_keep(ref_run, tmp_path, capsys, record):
+    """`latentSpace.py evaluate RUN --steps 60` where RUN kept no snapshot at 60: exit 2 before
+    anything is scored or written, with the snapshots the run has (or how to keep some)."""
+    import latentSpace
+
+    run = tmp_path / "run"
+    shutil.copytree(ref_run["out"], run)
+    ok = False
+    try:
+        before = tree_hash(run)
+        code, err = call_main(latentSpace.main, ["evaluate", str(run), "--steps", "60"], capsys)
+        assert code == 2 and "no snapshot at step 60" in err and "--snapshot_steps" in err, err
+        assert "Traceback" not in err and tree_hash(run) == before
+        # a run that kept some: the message lists them (the weights are never read: the final
+        # model's stand in for the steps' own)
+        model, _, _ = latentSpace.load_run(run)
+        for step in (20, 40):
+            rundir.save_snapshot(run, model, step)
+        before = tree_hash(run)
+        code, err = call_main(latentSpace.main, ["evaluate", str(run), "--steps", "20", "60"],
+                              capsys)  # fmt: skip
+        assert code == 2 and "no snapshot at step 60; snapshots: 20 40" in err, err
+        assert tree_hash(run) == before
+        ok = True
+    finally:
+        record("latentSpace evaluate --steps without that snapshot", ok)
 
 
 # ----------------------------------------------------------------------------- sweep reports
