@@ -182,7 +182,27 @@ class ShapesDataset:
     no part of the object is ever cut off; at 128 px the outermost pixels stay exactly 0, at
     small sizes (32 px) the antialiased edge of an object at the extreme scale and position may
     grey the outermost pixel.
+
+    It is the "shapes" entry of the dataset registry (sbd_vae/datasets.py, ``--dataset shapes``)
+    and has the registry's sampler contract (``sbd_vae.datasets.GroundTruthSampler``), plus the
+    device-side stream for JAX (``param_stream`` + ``warp``, ``sbd_vae.datasets.DeviceWarp``).
     """
+
+    name = "shapes"
+    display_name = "shapes (Blender renders)"
+    categorical_factors = ("shape",)
+    warp_keys = WARP_KEYS  # param_batch's keys that warp() takes
+    grid_note = (
+        "Scale and position grids are sized to the image so that neighbouring values "
+        "differ by at least one pixel (dataset.grid_sizes)."
+    )  # metrics.json's factor_grid
+
+    @classmethod
+    def from_config(cls, cfg) -> ShapesDataset:
+        """The registry's factory (``--dataset shapes``): the sampler of a TrainConfig's data
+        fields (data_path, image_size, scale_range, pos_range)."""
+        return cls(cfg.data_path, image_size=cfg.image_size, scale_range=tuple(cfg.scale_range),
+                   pos_range=tuple(cfg.pos_range))  # fmt: skip
 
     def __init__(
         self,
@@ -219,6 +239,8 @@ class ShapesDataset:
         self.factor_names = self.rendered_names + ["scale", "pos_x", "pos_y"]
         self.factor_sizes = self.rendered_sizes + [self.num_scales] + [self.num_positions] * 2
         self.num_factors = len(self.factor_names)
+        # the renderer turns the object through a full circle: the last azimuth neighbours the first
+        self.circular_factors = tuple(n for n in ("azimuth",) if n in self.factor_names)
         # physical values of each factor's grid, float32 so that the stream and
         # images_from_factors feed bit-identical numbers to the warp
         self.scales = np.linspace(*self.scale_range, self.num_scales).astype(np.float32)

@@ -23,7 +23,7 @@ for ``protocol="study"``. ``protocol="quick"`` shrinks
 the counts for CPU; its numbers are labelled "quick" wherever they are shown and are not
 comparable to published ones.
 
-This module loads runs (``load_run``: the run's ``BetaVAE`` and a ``ShapesDataset`` of its data)
+This module loads runs (``load_run``: the run's ``BetaVAE`` and the sampler of its data)
 and re-exports, in ``__all__``, what users call from sbd_vae/: the metrics (sbd_vae/metrics/),
 the batched encoder (sbd_vae/encoding.py) and the figures (sbd_vae/figures.py). Scoring a loaded
 run is sbd_vae/evaluation.py, a sweep's report sbd_vae/report.py.
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import training
-from sbd_vae import baselines, evaluation, rundir
+from sbd_vae import baselines, datasets, evaluation, rundir
 from sbd_vae import report as sweep_report
 from sbd_vae.config import load_config, resume_command
 from sbd_vae.encoding import ACTIVE_VAR, active_units, decode, encode, kl_per_latent, unit_activity
@@ -92,8 +92,10 @@ def load_run(run_dir, sampler=None):
     """(model, cfg, sampler) of a finished run directory.
 
     ``cfg`` is the run's TrainConfig (config.json), ``model`` the final ``BetaVAE`` (model.keras,
-    loaded without its optimiser) and ``sampler`` the ``dataset.ShapesDataset`` of the run's data
-    config, or the given ``sampler`` after checking that it matches (``check_sampler``).
+    loaded without its optimiser) and ``sampler`` the sampler of the run's data
+    (``training.make_dataset`` of config.json: its --dataset's entry of the registry,
+    ``sbd_vae.datasets``), or the given ``sampler`` after checking that it matches
+    (``check_sampler``).
     Raises RunDirError naming the file for a missing run, an unfinished run (no model.keras) and
     a corrupt model file.
     """
@@ -143,34 +145,43 @@ def _same(a, b) -> bool:
 def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
     """Raises ValueError unless ``sampler`` produces the data the run was trained on.
 
-    Compared: the images' size; image_size, scale_range and pos_range against the run's
-    config.json; and, where the run's data file can be opened, the factor names, factor sizes,
-    evaluation grid and render-config hash against ``reference`` (default
-    ``training.make_dataset(cfg)``). A data config recorded in summary.json (``data_config``)
-    takes precedence over both.
+    Only the sampler contract is used (``sbd_vae.datasets.GroundTruthSampler``). Compared: the
+    dataset (the sampler's ``name`` against config.json's --dataset); the images' size; every key
+    of ``sampler.config()`` named like a TrainConfig field the dataset reads (image_size, and for
+    shapes scale_range and pos_range) against the run's config.json; and every key of the data
+    config the run recorded (summary.json's ``data_config``, else ``reference.config()``, else
+    that of ``training.make_dataset(cfg)`` where it can be built) but its file path, with the
+    factor names and sizes, against ``sampler.config()``.
     """
     where = f"{run_dir}/config.json" if run_dir else "the run's config"
     fix = "build the sampler with training.make_dataset(training.load_config(RUN))"
-    got = sampler.config() if hasattr(sampler, "config") else {}
+    has_config = hasattr(sampler, "config")
+    got = sampler.config() if has_config else {}
     got = dict(got, factor_names=list(sampler.factor_names),
                factor_sizes=[int(v) for v in sampler.factor_sizes])  # fmt: skip
-    want = {"image_size": cfg.image_size, "scale_range": list(cfg.scale_range),
-            "pos_range": list(cfg.pos_range)}  # fmt: skip
+    diff = []
+    name = getattr(sampler, "name", None) or got.get("name")
+    if name is not None and name != cfg.dataset:
+        diff.append(f"dataset: sampler {name!r}, run {cfg.dataset!r} (--dataset)")
+    reads = datasets.entry(cfg.dataset).reads if cfg.dataset in datasets.DATASETS else ()
+    want = {k: getattr(cfg, k) for k in reads if k in got}
     recorded = None
     if run_dir is not None and (Path(run_dir) / "summary.json").exists():
         summary = rundir.read_json(Path(run_dir) / "summary.json", "run summary")
         recorded = summary.get("data_config")
     if recorded is None and reference is not None and hasattr(reference, "config"):
         recorded = reference.config()
-    elif recorded is None and Path(cfg.data_path).exists():
-        recorded = training.make_dataset(cfg).config()
-    if recorded:
-        for key in ("num_scales", "num_positions", "factor_names", "factor_sizes",
-                    "render_config_hash"):  # fmt: skip
-            if key in recorded:
-                want[key] = recorded[key]
-    diff = [f"{k}: sampler {got.get(k)!r}, run {v!r}" for k, v in want.items()
-            if k in got and not _same(got[k], v)]  # fmt: skip
+    elif recorded is None:
+        try:
+            recorded = training.make_dataset(cfg).config()
+        except (OSError, ValueError):  # the run's data cannot be built here: compare the rest
+            recorded = None
+    for key, value in (recorded or {}).items():
+        if key in RECORD_UNCHECKED or (key not in got and not has_config):
+            continue
+        want[key] = value
+    diff += [f"{k}: sampler {got.get(k)!r}, run {v!r}" for k, v in want.items()
+             if not _same(got.get(k), v)]  # fmt: skip
     probe = np.zeros((1, len(sampler.factor_sizes)), np.int64)
     shape = tuple(np.asarray(sampler.images_from_factors(probe)).shape[1:])
     if shape != (cfg.image_size, cfg.image_size, 1):
@@ -181,6 +192,11 @@ def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
             + "\n  ".join(diff)
             + f"\n{fix}"
         )
+
+
+# Keys of a recorded data config that need not match: where the file was (the same render may
+# be moved), and the name shown with the scores.
+RECORD_UNCHECKED = ("path", "display_name")
 
 
 def snapshot_model(run_dir, cfg=None):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbd_vae import backend, rundir
+from sbd_vae import backend, datasets, rundir
 from sbd_vae import sweep as sweeps
 from sbd_vae.config import (
     PRECISIONS,
@@ -82,30 +82,29 @@ def build_model(cfg: TrainConfig, strategy=None, data=None):
 
 
 def make_dataset(cfg: TrainConfig):
-    from dataset import ShapesDataset
-
-    return ShapesDataset(
-        cfg.data_path, image_size=cfg.image_size, scale_range=tuple(cfg.scale_range),
-        pos_range=tuple(cfg.pos_range),
-    )  # fmt: skip
+    """The sampler of the run's data: ``--dataset``'s entry of the registry
+    (``sbd_vae.datasets.DATASETS``: shapes → ``dataset.ShapesDataset``, dsprites →
+    ``sbd_vae.dsprites.DSpritesDataset``), built from ``cfg``. A missing or corrupt data file,
+    or an image size the dataset does not render, fails here with its fix."""
+    return datasets.make_dataset(cfg)
 
 
 def training_stream(data, model, cfg: TrainConfig, start: int):
     """The batches ``fit`` trains on from step ``start``; batch k is a pure function of
     (cfg.seed, k) on each backend, so a resumed run sees the batches an uninterrupted one does.
 
-    TensorFlow: the tf.data image stream (``ShapesDataset.tf_dataset``; the warp runs in the
-    tf.data threads, in parallel with the step). JAX: batches of warp parameters only
-    (``ShapesDataset.param_stream``); ``model.data_warp`` makes the images inside the jitted
-    step, on the device, from the resident pyramid of base renders. The two streams draw
-    different random numbers, so a run cannot move between backends (config.json's backend)."""
-    if backend.is_jax():
-        model.data_warp = data.warp
-        keys = ("base_idx", "scale", "pos_x", "pos_y")
-        return (
-            ({k: p[k] for k in keys},) for p in data.param_stream(cfg.batch_size, cfg.seed, start)
-        )
-    return data.tf_dataset(cfg.batch_size, seed=cfg.seed, start=start)
+    The dataset says what it streams (``sbd_vae.datasets.training_stream``). TensorFlow: its
+    tf.data stream (``tf_dataset``: ShapesDataset warps in the tf.data threads, in parallel with
+    the step). JAX: a dataset with a device warp (ShapesDataset) sends batches of warp parameters
+    only (``param_stream``), and ``model.data_warp`` makes the images inside the jitted step, on
+    the device; any other (dsprites) sends numpy image batches (``image_stream``). ShapesDataset's
+    two streams draw different random numbers, so a run cannot move between backends
+    (config.json's backend)."""
+    stream, warp = datasets.training_stream(data, cfg.batch_size, cfg.seed, start,
+                                            jax=backend.is_jax())  # fmt: skip
+    if warp is not None:
+        model.data_warp = warp
+    return stream
 
 
 NonFiniteLoss = rundir.NonFiniteLoss

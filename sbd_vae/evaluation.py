@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rundir
+from . import datasets, rundir
 from .encoding import (
     ACTIVE_VAR,
     active_units,
@@ -31,7 +31,6 @@ from .encoding import (
     unit_activity,
 )
 from .figures import (
-    CIRCULAR_FACTORS,
     plot_factor_response,
     plot_kl_per_latent,
     plot_latent_geometry,
@@ -96,10 +95,21 @@ def reconstruction_error(model, images, batch: int = 256) -> dict:
                 recon_mse=float(np.concatenate(sq).mean()), mean=mean, logvar=logvar)  # fmt: skip
 
 
-def _title(run_dir, cfg, protocol=None) -> str:
+def _title(run_dir, cfg, protocol=None, sampler=None) -> str:
     bn = cfg.beta_norm
     tag = " [quick]" if protocol == "quick" else ""
-    return f"{Path(run_dir).name}: β={cfg.beta:g} (β_norm={bn:.3g}){tag}"
+    data = _data_label(sampler)
+    return (
+        f"{Path(run_dir).name}{f' ({data})' if data else ''}: β={cfg.beta:g} (β_norm={bn:.3g}){tag}"
+    )
+
+
+def _data_label(sampler) -> str | None:
+    """The dataset's display name where its data config records one (dsprites: "dSprites-like
+    (procedural)"); None for the shapes, whose figures and scores carry no data label."""
+    if sampler is None or not hasattr(sampler, "config"):
+        return None
+    return datasets.display_name(sampler.config())
 
 
 def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick", progress=False,
@@ -108,7 +118,7 @@ def write_run_figures(run_dir, model, cfg, sampler, kl, seed=0, protocol="quick"
     geometry info under "geometry_info". ``kl`` (D,) orders and labels the traversals;
     ``activity`` (D,) (``encoding.unit_activity`` of held-out encodings) greys inactive latents."""
     out = Path(run_dir) / "figures"
-    title = _title(run_dir, cfg, protocol)
+    title = _title(run_dir, cfg, protocol, sampler)
     image = sampler.images_from_factors(_showcase_factors(sampler))[0]  # (S, S, 1)
     tr = traversal_images(model, image, kl=kl, activity=activity)  # decoded once: PNG and GIF
     paths = {
@@ -382,11 +392,11 @@ def _factor_grid(sampler) -> dict:
             for n in names
             if n in values
         },  # fmt: skip
-        "circular": [n for n in names if n in CIRCULAR_FACTORS],
+        "circular": [n for n in names if n in datasets.circular_factors(sampler)],
+        "categorical": [n for n in names if n in getattr(sampler, "categorical_factors", ())],
         "note": "every metric treats each factor as categorical over its grid (disentanglement_lib), "
-        "so a circular factor such as azimuth needs no special case there: its first and last "
-        "values are simply two classes. Scale and position grids are sized to the image so that "
-        "neighbouring values differ by at least one pixel (dataset.grid_sizes).",
+        "so a circular factor such as azimuth or orientation needs no special case there: its "
+        "first and last values are simply two classes. " + getattr(sampler, "grid_note", ""),
     }
 
 

@@ -24,13 +24,15 @@ from statistics import NormalDist
 
 import numpy as np
 
-from . import imaging, plotting
+from . import datasets, imaging, plotting
 from .encoding import ACTIVE_VAR, as_images, decode, encode, kl_per_latent, unit_activity
 from .significance import by_objective, values_by_beta
 
 # Active units follow encoding.ACTIVE_VAR (Burda et al. 2016): Var_x(E_q(z|x)[z_d]) > 0.01.
-# Factors whose grid wraps around (azimuth: 0° and 360° − step are neighbours). The metrics treat
-# every factor as categorical (disentanglement_lib), so wrapping changes no score; plots say it.
+# Factors whose grid wraps around are the sampler's ``circular_factors`` (the shapes' azimuth:
+# 0° and 360° − step are neighbours; dSprites' orientation). The metrics treat every factor as
+# categorical (disentanglement_lib), so wrapping changes no score; plots say it. CIRCULAR_FACTORS
+# is what a sampler that does not declare them is taken to have (datasets.circular_factors).
 CIRCULAR_FACTORS = ("azimuth",)
 _COLORS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -275,13 +277,14 @@ def factor_response(model, sampler, n_bases=16, rng=None, batch=256, progress=Fa
 
     Returns dict(mean [K × (n_k, D)], std [K × (n_k, D)], x [K × (n_k,)], ticks [K × labels|None],
     kl (D,) mean KL over all swept images, response (K, D) the variance over the grid of each
-    latent's mean curve, names [K], n_bases). All images are encoded in one batched pass.
+    latent's mean curve, names [K], n_bases, circular [the sampler's circular factors]). All images are encoded in one batched pass.
     """
     rng = np.random.RandomState(0) if rng is None else rng
     factors, slices = factor_sweep_factors(sampler, n_bases, rng)
     images = sampler.images_from_factors(factors)  # (Σ, S, S, 1)
     mean, logvar = encode(model, images, batch, progress=progress)  # (Σ, D) each
-    out = dict(mean=[], std=[], x=[], ticks=[], names=list(sampler.factor_names), n_bases=n_bases)
+    out = dict(mean=[], std=[], x=[], ticks=[], names=list(sampler.factor_names), n_bases=n_bases,
+               circular=list(datasets.circular_factors(sampler)))  # fmt: skip
     out["kl"] = kl_per_latent(mean, logvar).mean(axis=0)  # (D,)
     out["activity"] = unit_activity(mean)  # (D,) over every swept image
     response = []
@@ -309,8 +312,9 @@ def plot_factor_response(
     the factor's value, averaged over the bases (line) ± one standard deviation (band). Active
     latents (KL > ``threshold``, from ``kl`` or from these encodings) are coloured and thick,
     inactive ones thin and grey; the subplot title names the latent that moves most. Categorical
-    factors (shape) put the category names on the x axis. Circular factors (azimuth: its first
-    and last grid values are neighbours) are drawn on a linear axis and say so in their title.
+    factors (shape) put the category names on the x axis. Circular factors (the sampler's
+    ``circular_factors``, e.g. azimuth or orientation: the first and last grid values are
+    neighbours) are drawn on a linear axis and say so in their title.
     Active latents: ``activity`` (D,) > ``threshold`` (Burda et al. 2016); without ``activity``,
     the variance of the posterior means over this plot's own encodings. Writes a PNG atomically.
     """
@@ -345,7 +349,7 @@ def plot_factor_response(
         resp = np.where(active, fr["response"][k], -1.0)
         top = int(np.argmax(resp)) if active.any() else None
         carrier = f" → z{top}" if top is not None else ""
-        circ = " (circular: last wraps to first)" if name in CIRCULAR_FACTORS else ""
+        circ = " (circular: last wraps to first)" if name in fr["circular"] else ""
         ax.set_title(f"{name}{carrier}{circ}", fontsize=10)
         ax.set_xlabel(name + (" (index)" if categorical else ""), fontsize=8)
         ax.set_ylabel("posterior mean μ_d", fontsize=8)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import overtraining, rundir
+from . import datasets, overtraining, rundir
 from .config import load_config
 from .convergence import KL_TOL_NATS, KL_TOL_REL, LOSS_TOL, TAIL, run_convergence
 from .encoding import ACTIVE_VAR
@@ -345,6 +345,9 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
     rundir.write_text(out / "scores.csv", buf.getvalue())
 
     label = f"protocol: {protocol}" + (f" ({QUICK_NOTE})" if protocol == "quick" else "")
+    data = data_label(res["rows"])
+    if data:  # the scores are of that data, wherever they are shown
+        label = f"{data}; {label}"
     metric_names = metric_order({k for row in res["rows"] for k in row["metrics"]["metric_names"]})
     factor_cols = per_factor_columns(res["rows"])
     plots = {}
@@ -373,7 +376,7 @@ def _report(sweep_dir, evaluate, protocol="study", seed=0, progress=True, metric
                                 baselines_fn, out)  # fmt: skip
     rundir.write_text(out / "index.md", _index_md(sweep_dir, res, cols, records, metric_names,
                                                   protocol, seed, label, plots, over_training,
-                                                  calibration))  # fmt: skip
+                                                  calibration, data))  # fmt: skip
     if not records:
         print(f"[report] {sweep_dir}: no finished runs yet, nothing to score "
               f"({len(res['runs'])} run(s) listed)")  # fmt: skip
@@ -629,10 +632,19 @@ def _baselines_md(res, records, metric_names, protocol, seed, metric_options, ba
             _md_table(list(body[0]) if body else ["score"], body)]  # fmt: skip
 
 
+def data_label(rows) -> str | None:
+    """The display name of the runs' data (metrics.json's "data_config": dsprites records
+    "dSprites-like (procedural)"), the names joined if runs differ; None where none is recorded
+    (shapes runs)."""
+    names = {datasets.display_name(row["metrics"].get("data_config") or {}) for row in rows}
+    names.discard(None)
+    return " + ".join(sorted(names)) or None
+
+
 def _index_md(sweep_dir, res, cols, records, metric_names, protocol, seed, label, plots,
-              over_training=(), calibration=()) -> str:  # fmt: skip
+              over_training=(), calibration=(), data=None) -> str:  # fmt: skip
     name = sweep_dir.name
-    lines = [f"# Sweep report: {name}", "",
+    lines = [f"# Sweep report: {name}" + (f" ({data})" if data else ""), "",
              f"Written by `python latentSpace.py report {sweep_dir} --protocol {protocol}` "
              f"(metric seed {seed}). **{label}.**", "",
              f"{len(records)} of {len(res['runs'])} run(s) scored."]  # fmt: skip
