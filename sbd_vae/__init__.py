@@ -5,6 +5,8 @@ everything those modules share lives here, one short module per concern:
 
     hparams      the model's hyperparameters: names, allowed values, checks (β included), β_norm
     config       TrainConfig, presets, config.json read/write
+    datasets     the sampler contract (GroundTruthSampler) and the dataset registry (--dataset)
+    dsprites     the dSprites-like (procedural) dataset: dSprites' exact grid, rendered here
     hardware     CPU/GPU detection, the "auto" precision, the machine in words
     rundir       atomic writes, the run lock, checkpoints, history.csv
     callbacks    the training loop's Keras callbacks
@@ -20,6 +22,7 @@ everything those modules share lives here, one short module per concern:
 
 Imports point one way: the root modules import this package, and nothing here imports a root
 module (tests/test_import_graph.py checks it). Where the package needs a root-level object
-(``ShapesDataset``, ``BetaVAE``, ``training.train``), the caller passes it in. Importing a
+(``ShapesDataset``, ``BetaVAE``, ``training.train``), the caller passes it in; the dataset
+registry names ``ShapesDataset``'s factory by import path, resolved when a run is built. Importing a
 module here computes nothing, and only callbacks.py (Keras callbacks) imports TensorFlow then.
 """
