@@ -201,7 +201,7 @@ def test_capacity_ramp_longer_than_the_run_is_refused(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize("name", ["paper", "demo", "study", "wide", "test"])
+@pytest.mark.parametrize("name", ["paper", "demo", "study", "wide", "dsprites", "test"])
 def test_preset_capacity_ramps_end_before_the_run(name):
     cfg = training.preset_config(name, objective="capacity")  # validates
     assert cfg.capacity_steps <= cfg.steps // 2
