@@ -7,6 +7,7 @@ everything those modules share lives here, one short module per concern:
     config       TrainConfig, presets, config.json read/write
     datasets     the sampler contract (GroundTruthSampler) and the dataset registry (--dataset)
     dsprites     the dSprites-like (procedural) dataset: dSprites' exact grid, rendered here
+    warp, renders  ShapesDataset's machinery: the resize pyramid and warp; the render file's checks
     hardware     CPU/GPU detection, the "auto" precision, the machine in words
     rundir       atomic writes, the run lock, checkpoints, history.csv
     callbacks    the training loop's Keras callbacks

@@ -121,7 +121,7 @@ def grid_batch(sampler, batch_size: int, seed: int, k: int) -> tuple[np.ndarray,
     factors drawn by ``sampler.sample_factors`` with numpy's counter-based Philox generator keyed by
     (seed, k) (Salmon et al. 2011, as ``ShapesDataset.param_batch``), so any batch can be made
     without its predecessors, on any backend: both backends train on the same batches."""
-    b, seed, k = _check_stream(batch_size, seed, k, "k")
+    b, seed, k = check_stream(batch_size, seed, k, "k")
     rng = np.random.Generator(np.random.Philox(key=np.array([seed, k], np.uint64)))
     factors = np.asarray(sampler.sample_factors(b, rng))  # (B, K) int
     images = np.asarray(sampler.images_from_factors(factors), np.float32)  # (B, S, S, 1)
@@ -130,7 +130,7 @@ def grid_batch(sampler, batch_size: int, seed: int, k: int) -> tuple[np.ndarray,
 
 def grid_image_stream(sampler, batch_size: int, seed: int, start: int = 0):
     """``grid_batch(sampler, batch_size, seed, k)`` for k = start, start + 1, ... (numpy)."""
-    b, seed, start = _check_stream(batch_size, seed, start, "start")  # now, not at next()
+    b, seed, start = check_stream(batch_size, seed, start, "start")  # now, not at next()
     return (grid_batch(sampler, b, seed, k) for k in itertools.count(start))
 
 
@@ -138,7 +138,7 @@ def grid_tf_dataset(sampler, batch_size: int, seed: int, start: int = 0):
     """The same batches as ``grid_image_stream`` as a tf.data.Dataset (TensorFlow only): batch k
     is made by ``grid_batch`` in the tf.data threads (``tf.numpy_function``), in order, a few
     batches ahead of the step."""
-    b, seed, start = _check_stream(batch_size, seed, start, "start")
+    b, seed, start = check_stream(batch_size, seed, start, "start")
     import tensorflow as tf  # noqa: PLC0415 (TF-only path)
 
     s, n_factors = int(sampler.image_size), len(sampler.factor_sizes)
@@ -189,7 +189,7 @@ def training_stream(data, batch_size: int, seed: int, start: int, jax: bool):
     return ((images,) for images, _ in data.image_stream(batch_size, seed, start)), None
 
 
-def _check_stream(batch_size, seed, k, k_name: str) -> tuple[int, int, int]:
+def check_stream(batch_size, seed, k, k_name: str) -> tuple[int, int, int]:
     """(batch_size, seed, k) as ints, or ValueError naming the bad argument."""
     for name, v, lo in (("batch_size", batch_size, 1), ("seed", seed, 0), (k_name, k, 0)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or not lo <= v < 2**63:
