@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, machine  # noqa: E402
 
-SECTIONS = ["bench_data", "bench_train", "bench_backends", "bench_precision", "bench_objectives",
+SECTIONS = ["bench_data", "bench_train", "bench_bf16", "bench_backends", "bench_precision", "bench_objectives",
             "bench_metrics", "bench_latent"]  # fmt: skip
 
 

@@ -71,18 +71,24 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
     return caps
 
 
+# CPU flags of the kinds measured to run the bf16 train step faster than float32 (bench_bf16.py).
+BF16_FAST_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
 def resolve_precision(requested: str) -> str:
     """The Keras dtype policy for ``--precision requested``: itself, unless it is "auto".
 
-    "auto" is "mixed_bfloat16" only where bf16 is fast: GPUs with bf16 tensor cores (compute
-    capability ≥ 8.0, every visible GPU) or, without a GPU, a CPU with AMX-BF16. Elsewhere
-    "float32": an AVX2-only CPU runs the bf16 step far slower than float32, and an avx512_bf16
-    CPU without AMX is not measured (BENCHMARKS.md, "Training"). Tests replace ``cpu_flags`` and
-    ``gpu_compute_capabilities`` of this module (looked up at call time) to mock the hardware.
+    "auto" is "mixed_bfloat16" only where bf16 is measured fast: GPUs with bf16 tensor cores
+    (compute capability ≥ 8.0, every visible GPU) or, without a GPU, a CPU of a kind measured to
+    run the bf16 step faster (``BF16_FAST_CPU_FLAGS``: AMX-BF16 2.98×, AVX512_BF16 without AMX
+    1.80× at 128²). Elsewhere "float32": an AVX2-only CPU ran the bf16 step at 0.1× float32
+    (BENCHMARKS.md, "bf16 against float32 by CPU"; ``bench/bench_bf16.py`` re-measures a machine).
+    Tests replace ``cpu_flags`` and ``gpu_compute_capabilities`` of this module (looked up at call
+    time) to mock the hardware.
     """
     if requested != "auto":
         return requested
     caps = gpu_compute_capabilities()
     if caps:
         return "mixed_bfloat16" if min(caps) >= (8, 0) else "float32"
-    return "mixed_bfloat16" if "amx_bf16" in cpu_flags() else "float32"
+    return "mixed_bfloat16" if BF16_FAST_CPU_FLAGS & cpu_flags() else "float32"
