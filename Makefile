@@ -32,13 +32,14 @@ study: setup
 	$(PY) latentSpace.py report results/study --protocol study
 
 ## study_wide: the long, wide-moves study with scores over training (results/study_wide/README.md);
-## resumable: re-running it resumes unfinished runs, skips published ones, scores each run's
-## snapshots before publishing it, and rewrites the report
+## resumable: trains what is not published yet, scores every snapshot in runs/, publishes the
+## scores too (a run scored after publishing is re-published), and rewrites the report
 WIDE_BETAS := 1 4 16
 WIDE_RUNS  := runs/study_wide
 study_wide: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
-	$(PY) training.py sweep --preset wide --betas $(WIDE_BETAS) --seeds $(STUDY_SEEDS) --out $(WIDE_RUNS)
+	$(PY) training.py sweep --preset wide --betas $(WIDE_BETAS) --seeds $(STUDY_SEEDS) \
+		--out $(WIDE_RUNS) --publish results/study_wide
 	$(PY) latentSpace.py report $(WIDE_RUNS) --protocol study --all-snapshots
 	$(PY) training.py sweep --preset wide --betas $(WIDE_BETAS) --seeds $(STUDY_SEEDS) \
 		--out $(WIDE_RUNS) --publish results/study_wide

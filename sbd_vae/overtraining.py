@@ -193,7 +193,7 @@ def over_training_md(records, display, trend=None, plots=None) -> list[str]:
               f"{len(rows)} runs. A run that has not settled is described by its budget, not "
               "called converged.", "",
               "| run | β | seed | steps compared | " + " | ".join(f"Δ {display(k)}" for k in SETTLE_KEYS)
-              + " | settled |", "|" + "---|" * (5 + len(SETTLE_KEYS) - 1)]  # fmt: skip
+              + " | settled |", "|" + "---|" * (5 + len(SETTLE_KEYS))]  # fmt: skip
     for r in rows:
         ch = [f"{r['change'].get(k, math.nan):+.3f}" for k in SETTLE_KEYS]
         steps = f"{r['steps'][0]} → {r['steps'][1]}" if r["steps"] else "-"

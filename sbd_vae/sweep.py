@@ -115,6 +115,13 @@ def is_published(dest: Path, steps: int) -> bool:
     return all((dest / n).exists() for n in PUBLISHED_FILES) and finished_at(dest) >= steps
 
 
+def newer_scores(run_dir: Path, dest: Path) -> bool:
+    """The run in ``run_dir`` has a metrics.json that its published copy ``dest`` lacks or has
+    an older version of (a run scored after it was published, e.g. ``--all-snapshots``)."""
+    src, pub = run_dir / "metrics.json", dest / "metrics.json"
+    return src.exists() and (not pub.exists() or src.stat().st_mtime > pub.stat().st_mtime)
+
+
 def publish_run(run_dir, dest, save_model=shutil.copy2) -> Path:
     """Copy a finished run's ``PUBLISHED_FILES`` (and ``SCORED_FILES`` where present) into ``dest`` (a folder named as the run), the
     model with ``save_model(src, dst)`` (``training.save_without_optimizer``: the model without its
@@ -173,6 +180,9 @@ def local_sweep(
             and not fresh
             and is_published(published / entry["name"], base.steps)
         ):
+            if newer_scores(out / entry["name"], published / entry["name"]):
+                # scored (e.g. its snapshots) after it was published: publish the scores too
+                publish_run(out / entry["name"], published / entry["name"], save_model)
             entry["status"] = "done"
             continue
         if entry["status"] == "done" and not fresh:

@@ -102,6 +102,23 @@ def test_publish_carries_the_snapshot_scores_not_the_snapshots(scored_sweep, tmp
     assert not (dest / "snapshots").exists() and (dest / "figures").is_dir()
 
 
+def test_a_sweep_republishes_a_run_scored_after_publishing(scored_sweep, cfg, tmp_path):
+    """make study_wide: publish first, score the snapshots in runs/, then the same sweep command
+    carries the new scores over (and nothing is trained again)."""
+    import os
+
+    pub = tmp_path / "pub"
+    training.sweep(cfg, [1.0, 8.0], [0, 1], scored_sweep, progress=False, publish=pub)
+    src = scored_sweep / "beta1_seed0" / "metrics.json"
+    m = json.loads(src.read_text())
+    m["marker"] = 1.0  # stands for snapshot scores added after publishing
+    src.write_text(json.dumps(m))
+    os.utime(src, (src.stat().st_atime, (pub / "beta1_seed0" / "metrics.json").stat().st_mtime + 5))
+    training.sweep(cfg, [1.0, 8.0], [0, 1], scored_sweep, progress=False, publish=pub)
+    assert json.loads((pub / "beta1_seed0" / "metrics.json").read_text())["marker"] == 1.0
+    assert "marker" not in json.loads((pub / "beta8_seed0" / "metrics.json").read_text())
+
+
 def test_missing_snapshot_step_is_refused_naming_the_steps_there(scored_sweep):
     with pytest.raises(rundir.RunDirError, match="no snapshot at step 60; snapshots: 40 100"):
         latentSpace.evaluate(scored_sweep / "beta1_seed0", "quick", steps=[60], progress=False)
