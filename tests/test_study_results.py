@@ -49,7 +49,9 @@ def test_the_study_is_complete_and_small():
     # a few wheels, still travels to a device machine (64 MiB a call).
     size = sum((Path(d) / f).stat().st_size for d, _, fs in os.walk(REPO / "results") for f in fs
                if not (Path(d) / f).is_symlink())  # fmt: skip
-    assert size < 35 * 2**20, f"results/ is {size / 2**20:.1f} MiB (limit 35)"
+    # 48 MiB: the three studies (study, objectives, study_wide with its resumable state) plus the
+    # data file and the wheels still fit a device call's 64 MiB
+    assert size < 48 * 2**20, f"results/ is {size / 2**20:.1f} MiB (limit 48)"
     assert (STUDY / "README.md").read_text().count("make study") >= 1
 
 
