@@ -14,18 +14,19 @@ one line in ``DATASETS``.
 A registry entry names its factory ``(cfg) -> sampler`` by import path ("module:attribute"), so that
 this package never imports a root module (tests/test_import_graph.py): ``ShapesDataset`` lives in
 the root module dataset.py, and only ``make_dataset`` resolves the path, when a run needs it.
-Importing this module imports numpy and the standard library only.
+Importing this module imports numpy, the standard library and sbd_vae.hparams only.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from .hparams import import_path
 
 
 @runtime_checkable
@@ -215,13 +216,7 @@ class DatasetEntry:
     image_sizes: tuple[int, ...] | None = None
 
     def resolve(self) -> Callable[[Any], GroundTruthSampler]:
-        if callable(self.factory):
-            return self.factory
-        module, _, attr = self.factory.partition(":")
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return self.factory if callable(self.factory) else import_path(self.factory)
 
 
 # One line per dataset. A plain factory (a callable or a "module:attribute" string) is also
