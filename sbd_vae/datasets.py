@@ -274,6 +274,18 @@ def circular_factors(sampler) -> tuple[str, ...]:
     return tuple(declared) if declared is not None else tuple(n for n in ("azimuth",) if n in names)
 
 
+def data_config(sampler) -> dict:
+    """What a run records of its data (summary.json's and metrics.json's "data_config", the
+    report's noise-baseline cache key): ``sampler.config()``, plus the factor grid
+    (``factor_names``, ``factor_sizes``) where ``config()`` leaves it out, so that any dataset's
+    record says which grid the scores are on and ``latentSpace.check_sampler`` can compare it,
+    whatever its ``config()`` returns. (shapes and dsprites already record both: unchanged.)"""
+    out = dict(sampler.config()) if hasattr(sampler, "config") else {}
+    out.setdefault("factor_names", [str(n) for n in sampler.factor_names])
+    out.setdefault("factor_sizes", [int(s) for s in sampler.factor_sizes])
+    return out
+
+
 def display_name(sampler_or_config) -> str | None:
     """The dataset's name as scores show it: ``display_name`` of a sampler or of a data config
     (metrics.json's "data_config"); None where none is recorded (shapes runs)."""
