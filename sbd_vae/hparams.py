@@ -18,7 +18,8 @@ import importlib
 import math
 from dataclasses import dataclass
 
-# BetaVAE's constructor arguments, in the order of its get_config (and of saved model.keras files).
+# BetaVAE's constructor arguments, in the order of its get_config (and of saved model.keras files);
+# "encoder" came last, so positional calls and files saved before it are unaffected.
 MODEL_ARGS = (
     "image_size", "latent_dim", "decoder", "channels", "hidden", "beta", "objective", "gamma",
     "capacity_max", "capacity_steps", "likelihood", "gaussian_sigma", "seed", "tc_estimator",
