@@ -149,31 +149,33 @@ def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
     dataset (the sampler's ``name`` against config.json's --dataset); the images' size; every key
     of ``sampler.config()`` named like a TrainConfig field the dataset reads (image_size, and for
     shapes scale_range and pos_range) against the run's config.json; and every key of the data
-    config the run recorded (summary.json's ``data_config``, else ``reference.config()``, else
-    that of ``training.make_dataset(cfg)`` where it can be built) but its file path, with the
-    factor names and sizes, against ``sampler.config()``.
+    config the run recorded (summary.json's ``data_config``, else ``reference``'s, else that of
+    ``training.make_dataset(cfg)`` where it can be built) but its file path, with the factor
+    names and sizes, against the sampler's (``datasets.data_config``).
+
+    ``reference is sampler`` means the sampler was built from config.json (``load_run``): a
+    mismatch then says that config.json (or the data file it names) no longer gives the data
+    the model trained on, e.g. a model trained on one dataset evaluated on another.
     """
     where = f"{run_dir}/config.json" if run_dir else "the run's config"
-    fix = "build the sampler with training.make_dataset(training.load_config(RUN))"
     has_config = hasattr(sampler, "config")
-    got = sampler.config() if has_config else {}
-    got = dict(got, factor_names=list(sampler.factor_names),
-               factor_sizes=[int(v) for v in sampler.factor_sizes])  # fmt: skip
+    got = datasets.data_config(sampler)
     diff = []
     name = getattr(sampler, "name", None) or got.get("name")
     if name is not None and name != cfg.dataset:
         diff.append(f"dataset: sampler {name!r}, run {cfg.dataset!r} (--dataset)")
+    got.setdefault("name", name)  # shapes' config() leaves its name out
     reads = datasets.entry(cfg.dataset).reads if cfg.dataset in datasets.DATASETS else ()
     want = {k: getattr(cfg, k) for k in reads if k in got}
-    recorded = None
+    recorded, source = None, "the sampler the run's config.json builds"
     if run_dir is not None and (Path(run_dir) / "summary.json").exists():
         summary = rundir.read_json(Path(run_dir) / "summary.json", "run summary")
-        recorded = summary.get("data_config")
+        recorded, source = summary.get("data_config"), f"{run_dir}/summary.json"
     if recorded is None and reference is not None and hasattr(reference, "config"):
-        recorded = reference.config()
+        recorded = datasets.data_config(reference)
     elif recorded is None:
         try:
-            recorded = training.make_dataset(cfg).config()
+            recorded = datasets.data_config(training.make_dataset(cfg))
         except (OSError, ValueError):  # the run's data cannot be built here: compare the rest
             recorded = None
     for key, value in (recorded or {}).items():
@@ -186,12 +188,23 @@ def check_sampler(sampler, cfg, run_dir=None, reference=None) -> None:
     shape = tuple(np.asarray(sampler.images_from_factors(probe)).shape[1:])
     if shape != (cfg.image_size, cfg.image_size, 1):
         diff.append(f"image shape: sampler {shape}, run {(cfg.image_size, cfg.image_size, 1)}")
-    if diff:
+    if not diff:
+        return
+    if reference is sampler and run_dir is not None:  # built from config.json: it changed
+        trained = (recorded or {}).get("name")
         raise ValueError(
-            f"the sampler does not match the run's data config ({where}):\n  "
+            f"{where} no longer describes the data this model was trained on ({source}"
+            + (f": --dataset {trained}" if trained else "")
+            + "), so its scores would be on other data:\n  "
             + "\n  ".join(diff)
-            + f"\n{fix}"
+            + f"\nrestore {where}'s --dataset and data fields (and the data file they name) to "
+            "those of the training run; to score on other data, train a run on it"
         )
+    raise ValueError(
+        f"the sampler does not match the run's data config ({where}):\n  " + "\n  ".join(diff)
+        + "\nbuild the sampler with training.make_dataset(training.load_config(RUN)), or leave "
+        "sampler out to use the run's own data"
+    )  # fmt: skip
 
 
 # Keys of a recorded data config that need not match: where the file was (the same render may

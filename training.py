@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
             "train_seconds": elapsed,
             "devices": replicas,
             # the data this run saw (render hash included): latentSpace.check_sampler compares it
-            "data_config": data.config(),
+            "data_config": datasets.data_config(data),
             "machine": machine(),
             **backend.versions(),  # backend, keras and the backend's version
         }

@@ -7,6 +7,10 @@ Models
   tile z over an (H+8)×(W+8) grid, append x/y coordinate channels in [-1, 1], then
   4 × Conv(64, 3×3, VALID, ReLU) and a 1×1 conv to one logit channel. Stride 1, no upsampling.
 - ``DeconvDecoder``: the usual transposed-conv mirror of the encoder, the baseline SBD is compared to.
+- ``DlibConvEncoder``, ``DlibDeconvDecoder`` (sbd_vae/architectures.py): disentanglement_lib's
+  conv_encoder and deconv_decoder (Higgins et al. 2017, Table 1; Locatello et al. 2019), 64².
+  ``BetaVAE(encoder=..., decoder=...)`` picks them by name from the registry
+  ``sbd_vae.hparams.ENCODERS`` / ``DECODERS`` (one line per architecture).
 - ``BetaVAE(keras.Model)``: the objective of Higgins et al. 2017 ("β-VAE", ICLR), the capacity
   objective of Burgess et al. 2018 ("Understanding disentangling in β-VAE", arXiv:1804.03599),
   β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs", NeurIPS), DIP-VAE-I
@@ -56,12 +60,18 @@ import keras
 from keras import layers, ops
 
 from sbd_vae import backend
+from sbd_vae.architectures import PKG, DlibConvEncoder, DlibDeconvDecoder  # noqa: F401  (API)
 from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of this module's API)
+    DECODER,
     DECODERS,
     DIP_LAMBDA_D_FACTOR,
+    ENCODER,
+    ENCODERS,
     FACTORVAE_ADAM,
     FACTORVAE_DISCRIMINATOR,
     LIKELIHOODS,
+    LOGVAR_MAX,
+    LOGVAR_MIN,
     MODEL_ARGS,
     OBJECTIVES,
     TC_DATASET_SIZE,
@@ -72,8 +82,8 @@ from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of th
     model_problems,
 )
 
-LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-PKG = "sbd_vae"  # the Keras registration package of every class here: saved files name it
+# LOGVAR_MIN, LOGVAR_MAX (hparams) and PKG, the Keras registration package of every class here
+# (saved files name it; sbd_vae/architectures.py), are imported above.
 
 
 def kl_per_dim(mean, logvar):
@@ -470,7 +480,7 @@ class BetaVAE(keras.Model):
         self,
         image_size=128,
         latent_dim=10,
-        decoder="sbd",
+        decoder=DECODER,
         channels=64,
         hidden=256,
         beta=1.0,
@@ -483,18 +493,19 @@ class BetaVAE(keras.Model):
         seed=None,
         tc_estimator=TC_ESTIMATOR,
         tc_dataset_size=TC_DATASET_SIZE,
+        encoder=ENCODER,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_image_size(image_size)
-        problems = model_problems(
-            decoder, likelihood, objective, beta, gaussian_sigma, tc_estimator
-        )
+        problems = model_problems(decoder, likelihood, objective, beta, gaussian_sigma,
+                                  tc_estimator, encoder, image_size)  # fmt: skip
         if not (isinstance(tc_dataset_size, int) and tc_dataset_size >= 2):
             problems.append(f"tc_dataset_size={tc_dataset_size!r}: must be an int ≥ 2")
         if problems:
             raise ValueError("invalid BetaVAE arguments: " + "; ".join(problems))
-        self.image_size, self.latent_dim, self.decoder_name = image_size, latent_dim, decoder
+        self.image_size, self.latent_dim = image_size, latent_dim
+        self.encoder_name, self.decoder_name = encoder, decoder
         self.channels, self.hidden = channels, hidden
         self.beta, self.objective, self.gamma = float(beta), objective, float(gamma)
         self.capacity_max, self.capacity_steps = float(capacity_max), int(capacity_steps)
@@ -502,11 +513,9 @@ class BetaVAE(keras.Model):
         # β-TCVAE's estimator and N (tc_decomposition); recorded, unused, by the other objectives
         self.tc_estimator, self.tc_dataset_size = tc_estimator, tc_dataset_size
 
-        self.encoder = Encoder(latent_dim, channels, hidden, name="encoder")
-        if decoder == "sbd":
-            self.decoder = SpatialBroadcastDecoder(image_size, latent_dim, channels, name="decoder")
-        else:
-            self.decoder = DeconvDecoder(image_size, latent_dim, channels, hidden, name="decoder")
+        # the registry's classes, given the arguments each takes (hparams.Network.args)
+        self.encoder = self._network(ENCODERS[encoder], "encoder")
+        self.decoder = self._network(DECODERS[decoder], "decoder")
         self.sampling = Sampling(seed, name="sampling")
         if objective == "factorvae":
             self.discriminator = Discriminator(latent_dim, **FACTORVAE_DISCRIMINATOR,
@@ -515,6 +524,11 @@ class BetaVAE(keras.Model):
             self.permute_seed = keras.random.SeedGenerator(seed, name="permute_seed")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss", *self.term_names()]}
         self.data_warp = None  # dataset.ShapesDataset.warp, for batches of warp parameters
+
+    def _network(self, spec, name):
+        """The encoder or decoder ``spec`` (an ``hparams.Network``) names, built from this
+        model's values of the arguments it takes."""
+        return spec.resolve()(**{a: getattr(self, a) for a in spec.args}, name=name)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -814,15 +828,17 @@ class BetaVAE(keras.Model):
 
     # ----------------------------------------------------------------- serialisation
     def get_config(self):
-        # The constructor's arguments, MODEL_ARGS (the decoder's name is decoder_name: the
-        # attribute `decoder` is the decoder layer).
-        args = {n: getattr(self, "decoder_name" if n == "decoder" else n) for n in MODEL_ARGS}
+        # The constructor's arguments, MODEL_ARGS (the names of the encoder and the decoder are
+        # encoder_name and decoder_name: the attributes `encoder`, `decoder` are the networks).
+        named = {"encoder": "encoder_name", "decoder": "decoder_name"}
+        args = {n: getattr(self, named.get(n, n)) for n in MODEL_ARGS}
         return {"name": self.name, **args}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # model.keras files saved before the TC estimator was a choice lack tc_estimator and
-        # tc_dataset_size: their β-TCVAE trained with MSS and N = TC_DATASET_SIZE.
+        # tc_dataset_size: their β-TCVAE trained with MSS and N = TC_DATASET_SIZE. Those saved
+        # before --encoder lack encoder: the default, ENCODER, is the one they used.
         config = {"tc_estimator": "mss", "tc_dataset_size": TC_DATASET_SIZE, **config}
         return super().from_config(config, custom_objects=custom_objects)
 

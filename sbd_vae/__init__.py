@@ -3,7 +3,10 @@
 Users import ``dataset``, ``data``, ``variationAutoEncoder``, ``training`` and ``latentSpace``;
 everything those modules share lives here, one short module per concern:
 
-    hparams      the model's hyperparameters: names, allowed values, checks (β included), β_norm
+    hparams      the model's hyperparameters: names, allowed values, checks (β included), β_norm,
+                 and the encoder/decoder registry (ENCODERS, DECODERS)
+    architectures  disentanglement_lib's conv_encoder and deconv_decoder (--encoder dlib_conv,
+                 --decoder dlib_deconv)
     config       TrainConfig, presets, config.json read/write
     datasets     the sampler contract (GroundTruthSampler) and the dataset registry (--dataset)
     dsprites     the dSprites-like (procedural) dataset: dSprites' exact grid, rendered here
@@ -24,6 +27,8 @@ everything those modules share lives here, one short module per concern:
 Imports point one way: the root modules import this package, and nothing here imports a root
 module (tests/test_import_graph.py checks it). Where the package needs a root-level object
 (``ShapesDataset``, ``BetaVAE``, ``training.train``), the caller passes it in; the dataset
-registry names ``ShapesDataset``'s factory by import path, resolved when a run is built. Importing a
-module here computes nothing, and only callbacks.py (Keras callbacks) imports TensorFlow then.
+registry names ``ShapesDataset``'s factory by import path, resolved when a run is built, and the
+encoder/decoder registry names its Keras classes the same way. Importing a module here computes
+nothing, and only callbacks.py (Keras callbacks) and architectures.py (Keras layers) import
+TensorFlow then.
 """

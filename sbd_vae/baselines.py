@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rundir
+from . import datasets, rundir
 from .evaluation import _split_scores
 from .metrics import compute_metrics
 from .metrics.registry import REGISTRY
@@ -88,14 +88,10 @@ class _FactorsOnly:
 
 
 def data_of(sampler) -> dict:
-    """The part of the cache key that names the data: ``sampler.config()`` where it has one
-    (``dataset.ShapesDataset``), else its factor names and sizes (a dict is taken as it is)."""
-    if isinstance(sampler, dict):
-        return sampler
-    if hasattr(sampler, "config"):
-        return sampler.config()
-    return {"factor_names": [str(n) for n in sampler.factor_names],
-            "factor_sizes": [int(s) for s in sampler.factor_sizes]}  # fmt: skip
+    """The part of the cache key that names the data: what runs record of it,
+    ``datasets.data_config(sampler)`` (its ``config()`` with the factor grid; a dict is taken as
+    it is)."""
+    return sampler if isinstance(sampler, dict) else datasets.data_config(sampler)
 
 
 def cache_key(sampler, latent_dim, protocol, seed, kind, metric_options=None) -> str:

@@ -14,18 +14,19 @@ one line in ``DATASETS``.
 A registry entry names its factory ``(cfg) -> sampler`` by import path ("module:attribute"), so that
 this package never imports a root module (tests/test_import_graph.py): ``ShapesDataset`` lives in
 the root module dataset.py, and only ``make_dataset`` resolves the path, when a run needs it.
-Importing this module imports numpy and the standard library only.
+Importing this module imports numpy, the standard library and sbd_vae.hparams only.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from .hparams import import_path
 
 
 @runtime_checkable
@@ -215,13 +216,7 @@ class DatasetEntry:
     image_sizes: tuple[int, ...] | None = None
 
     def resolve(self) -> Callable[[Any], GroundTruthSampler]:
-        if callable(self.factory):
-            return self.factory
-        module, _, attr = self.factory.partition(":")
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return self.factory if callable(self.factory) else import_path(self.factory)
 
 
 # One line per dataset. A plain factory (a callable or a "module:attribute" string) is also
@@ -277,6 +272,18 @@ def circular_factors(sampler) -> tuple[str, ...]:
     names = list(sampler.factor_names)
     declared = getattr(sampler, "circular_factors", None)
     return tuple(declared) if declared is not None else tuple(n for n in ("azimuth",) if n in names)
+
+
+def data_config(sampler) -> dict:
+    """What a run records of its data (summary.json's and metrics.json's "data_config", the
+    report's noise-baseline cache key): ``sampler.config()``, plus the factor grid
+    (``factor_names``, ``factor_sizes``) where ``config()`` leaves it out, so that any dataset's
+    record says which grid the scores are on and ``latentSpace.check_sampler`` can compare it,
+    whatever its ``config()`` returns. (shapes and dsprites already record both: unchanged.)"""
+    out = dict(sampler.config()) if hasattr(sampler, "config") else {}
+    out.setdefault("factor_names", [str(n) for n in sampler.factor_names])
+    out.setdefault("factor_sizes", [int(s) for s in sampler.factor_sizes])
+    return out
 
 
 def display_name(sampler_or_config) -> str | None:

@@ -288,7 +288,7 @@ def score_run(run_dir, model, cfg, sampler, protocol="study", seed=0, progress=T
         "encoder_images_metrics": core[
             "encoder_images"
         ],  # images through the encoder for the metrics
-        "data_config": sampler.config() if hasattr(sampler, "config") else None,
+        "data_config": datasets.data_config(sampler),
         "extra": {k: v for k, v in other.items() if k != "protocol"},
     }
     if figures:

@@ -4,22 +4,87 @@
 every model.keras), ``config.TrainConfig`` has a field of each name but ``tc_dataset_size``
 (β-TCVAE's N, a property of the training data: ``dataset.ShapesDataset.num_points``) and hands
 them over with ``TrainConfig.model_kwargs(num_points)``, and both validate them with
-``model_problems``: a bad β, decoder, likelihood, objective, TC estimator or image size is refused
-with the same message wherever it comes from.
+``model_problems``: a bad β, encoder, decoder, likelihood, objective, TC estimator or image size is
+refused with the same message wherever it comes from.
+
+The encoders and decoders are a registry (``ENCODERS``, ``DECODERS``: one ``Network`` line each,
+naming its Keras class by import path), so adding an architecture is one class and one line.
 Pure Python: no Keras, no TensorFlow.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from dataclasses import dataclass
 
-# BetaVAE's constructor arguments, in the order of its get_config (and of saved model.keras files).
+# BetaVAE's constructor arguments, in the order of its get_config (and of saved model.keras files);
+# "encoder" came last, so positional calls and files saved before it are unaffected.
 MODEL_ARGS = (
     "image_size", "latent_dim", "decoder", "channels", "hidden", "beta", "objective", "gamma",
     "capacity_max", "capacity_steps", "likelihood", "gaussian_sigma", "seed", "tc_estimator",
-    "tc_dataset_size",
+    "tc_dataset_size", "encoder",
 )  # fmt: skip
-DECODERS = ("sbd", "deconv")
+
+
+@dataclass(frozen=True)
+class Network:
+    """One encoder or decoder of the registry (``ENCODERS``, ``DECODERS``).
+
+    path: "module:Class" of its Keras class, resolved (``resolve``) only when a model is built,
+        so this module imports no Keras and the package no root module; or the class itself.
+    args: the ``BetaVAE`` arguments its constructor takes, by keyword (``BetaVAE`` passes its
+        own values of them, plus ``name``).
+    image_sizes: the only --image_size values it takes; None: any ``check_image_size`` allows.
+    about: the one-line description shown in --encoder / --decoder's help.
+    """
+
+    path: str | type
+    args: tuple[str, ...]
+    image_sizes: tuple[int, ...] | None = None
+    about: str = ""
+
+    def resolve(self):
+        """The class ``path`` names."""
+        return self.path if isinstance(self.path, type) else import_path(self.path)
+
+
+def import_path(path: str):
+    """The object "module:attribute.attribute" names, imported now."""
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# --encoder and --decoder: one line each. "conv", "sbd" and "deconv" are the project's own
+# (variationAutoEncoder: Watters et al. 2019); "dlib_conv" and "dlib_deconv" are
+# disentanglement_lib's conv_encoder and deconv_decoder (methods/shared/architectures.py, after
+# Higgins et al. 2017, Table 1; the architecture of Locatello et al. 2019), fixed widths, 64² out.
+ENCODERS = {
+    "conv": Network("variationAutoEncoder:Encoder", ("latent_dim", "channels", "hidden"),
+                    about="4 × Conv(--channels, 4×4, stride 2) → Dense(--hidden)"),
+    "dlib_conv": Network("sbd_vae.architectures:DlibConvEncoder", ("latent_dim",),
+                         about="disentanglement_lib's conv_encoder: Conv 32, 32 (4×4), 64, 64 "
+                         "(2×2), stride 2 → Dense 256"),
+}  # fmt: skip
+DECODERS = {
+    "sbd": Network("variationAutoEncoder:SpatialBroadcastDecoder",
+                   ("image_size", "latent_dim", "channels"),
+                   about="spatial broadcast: 4 × Conv(--channels, 3×3) on tiled z + coordinates"),
+    "deconv": Network("variationAutoEncoder:DeconvDecoder",
+                      ("image_size", "latent_dim", "channels", "hidden"),
+                      about="transposed convolutions, the mirror of --encoder conv"),
+    "dlib_deconv": Network("sbd_vae.architectures:DlibDeconvDecoder", ("image_size", "latent_dim"),
+                           image_sizes=(64,),
+                           about="disentanglement_lib's deconv_decoder: Dense 256, 1024 → 4×4×64, "
+                           "ConvTranspose 64, 32, 32, 1 (4×4, stride 2); 64² only"),
+}  # fmt: skip
+ENCODER, DECODER = "conv", "sbd"  # BetaVAE's defaults: every model saved before --encoder
+# The encoder's log-variance is clipped to [LOGVAR_MIN, LOGVAR_MAX] before any exp, in every
+# encoder: exp(20) = 4.9e8 never overflows float32 or bfloat16; the gradient is exact inside.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 LIKELIHOODS = ("bernoulli", "gaussian")
 # --objective: β-VAE (Higgins et al. 2017), capacity (Burgess et al. 2018), β-TCVAE (Chen et al.
 # 2018), DIP-VAE-I and -II (Kumar et al. 2018), FactorVAE (Kim & Mnih 2018). In each, --beta
@@ -88,22 +153,42 @@ def beta_problem(beta) -> str | None:
 
 
 def model_problems(
-    decoder, likelihood, objective, beta, gaussian_sigma, tc_estimator=TC_ESTIMATOR
-) -> list[str]:
+    decoder, likelihood, objective, beta, gaussian_sigma, tc_estimator=TC_ESTIMATOR,
+    encoder=ENCODER, image_size=None,
+) -> list[str]:  # fmt: skip
     """One message per bad model argument, each naming its flag; [] when all are valid.
-    (``check_image_size`` raises on its own: nothing else can be checked without a valid size.)"""
+    (``check_image_size`` raises on its own: nothing else can be checked without a valid size;
+    given ``image_size``, an encoder or decoder that does not take it is refused here.)"""
     problems = [why] if (why := beta_problem(beta)) is not None else []
     for name, value, allowed in [
+        ("encoder", encoder, ENCODERS),
         ("decoder", decoder, DECODERS),
         ("likelihood", likelihood, LIKELIHOODS),
         ("objective", objective, OBJECTIVES),
         ("tc_estimator", tc_estimator, TC_ESTIMATORS),
     ]:
         if value not in allowed:
-            problems.append(f"--{name} {value!r}: choose one of {allowed}")
+            problems.append(f"--{name} {value!r}: choose one of {tuple(allowed)}")
+    for flag, registry, name in (("encoder", ENCODERS, encoder), ("decoder", DECODERS, decoder)):
+        if image_size is not None and name in registry:
+            problems += network_size_problems(flag, registry, name, image_size)
     if likelihood == "gaussian" and not gaussian_sigma > 0:
         problems.append(f"--gaussian_sigma {gaussian_sigma!r}: must be > 0")
     return problems
+
+
+def network_size_problems(flag: str, registry: dict, name: str, image_size) -> list[str]:
+    """[a message naming --image_size and --{flag}] if ``registry[name]`` does not take
+    ``image_size`` (e.g. dlib_deconv's 4×4×64 → 64² upsampling), else []."""
+    sizes = registry[name].image_sizes
+    if sizes is None or image_size in sizes:
+        return []
+    fit = [k for k, v in registry.items() if v.image_sizes is None or image_size in v.image_sizes]
+    return [
+        f"--{flag} {name} takes {' or '.join(f'{s}×{s}' for s in sizes)} images only, not "
+        f"--image_size {image_size}: pass {' or '.join(f'--image_size {s}' for s in sizes)}, or "
+        f"another --{flag} ({' | '.join(fit)})"
+    ]
 
 
 def beta_norm(beta: float, latent_dim: int, image_size: int) -> float:

@@ -3,6 +3,7 @@ real run on the dSprites-like data through training, resume, evaluation and the 
 backend in use (also run with KERAS_BACKEND=jax and TensorFlow unimportable: see README)."""
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -189,16 +190,40 @@ def test_check_sampler_refuses_a_shapes_sampler_for_a_dsprites_run(run, shapes_n
     ls.check_sampler(DSpritesDataset(), cfg, run)  # the right one passes
 
 
-# ----------------------------------------------------------------------------- a new dataset
-class Squares(GridStreams):
-    """A toy dataset as a user would add it: a 32² image with a white square at one of 4 × 4
-    positions, in one of 2 sizes; the contract's members and nothing else."""
+def test_evaluate_refuses_a_run_whose_config_now_names_other_data(run, tmp_path, shapes_npz,
+                                                                 capsys):  # fmt: skip
+    """A model trained on dsprites, its config.json edited to another dataset (or to one no longer
+    registered): `latentSpace.py evaluate` stops with a message naming the files and the fix,
+    and the metrics.json already there is kept."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "metrics.json").write_text('{"kept": true}')
+    raw = json.loads((copy / "config.json").read_text())
+    rundir.write_json(copy / "config.json", dict(raw, dataset="shapes", data_path=shapes_npz))
+    assert ls.main(["evaluate", str(copy), "--protocol", "quick", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy}/config.json no longer describes the data this model was trained on" in err
+    assert f"{copy}/summary.json: --dataset dsprites" in err
+    assert "name: sampler 'shapes', run 'dsprites'" in err and "restore" in err
+    rundir.write_json(copy / "config.json", dict(raw, dataset="mnist"))
+    assert ls.main(["evaluate", str(copy), "--protocol", "quick", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "--dataset 'mnist': choose one of shapes, dsprites" in err
+    assert json.loads((copy / "metrics.json").read_text()) == {"kept": True}
 
-    name, display_name, image_size = "squares", "toy squares", 32
-    factor_names, factor_sizes = ["size", "pos_x", "pos_y"], [2, 4, 4]
+
+# ----------------------------------------------------------------------------- a new dataset
+class MovingSquare(GridStreams):
+    """A toy dataset as a user would add it: a 6 × 6 white square on a black 32² image, moved
+    over an 8 × 8 grid of positions (factors "x" and "y", 3 px a step). The contract's members
+    and nothing else; its config() records its identity only (datasets.data_config adds the
+    grid to what runs record)."""
+
+    name, display_name, image_size = "square", "toy moving square", 32
+    factor_names, factor_sizes = ("x", "y"), (8, 8)
     circular_factors, categorical_factors = (), ()
-    values = {"size": np.array([3, 5]), "pos_x": np.arange(4), "pos_y": np.arange(4)}
-    num_points = 32
+    values = {"x": np.arange(8), "y": np.arange(8)}
+    num_points = 64
 
     def sample_factors(self, n, rng):
         draw = rng.randint if hasattr(rng, "randint") else rng.integers
@@ -206,26 +231,42 @@ class Squares(GridStreams):
 
     def images_from_factors(self, factors):
         out = np.zeros((len(factors), 32, 32, 1), np.float32)
-        for i, (s, x, y) in enumerate(np.asarray(factors, int)):
-            h = int(self.values["size"][s])
-            out[i, 6 + 6 * y - h : 6 + 6 * y + h, 6 + 6 * x - h : 6 + 6 * x + h] = 1
+        for img, (x, y) in zip(out, np.asarray(factors, int)):
+            img[4 + 3 * y : 10 + 3 * y, 4 + 3 * x : 10 + 3 * x] = 1.0  # rows y, columns x
         return out
 
     def config(self):
-        return {"name": self.name, "display_name": self.display_name, "image_size": 32,
-                "factor_names": self.factor_names, "factor_sizes": self.factor_sizes}  # fmt: skip
+        return {"name": self.name, "display_name": self.display_name}
 
 
-def test_a_registered_toy_dataset_trains_and_is_scored(tmp_path, monkeypatch):
-    monkeypatch.setitem(DATASETS, "squares", DatasetEntry(lambda cfg: Squares(), image_sizes=(32,)))
-    cfg = training.preset_config("test", dataset="squares", steps=20, log_every=10,
+def test_a_registered_toy_dataset_trains_is_scored_and_reported(tmp_path, monkeypatch):
+    """One class and one registry line: training (a one-run sweep), evaluate (scores and
+    figures), the report, and a changed grid refused, with nothing else changed."""
+    monkeypatch.setitem(
+        DATASETS, "square", DatasetEntry(lambda cfg: MovingSquare(), image_sizes=(32,))
+    )
+    cfg = training.preset_config("test", dataset="square", steps=20, log_every=10,
                                  checkpoint_every=10, frame_every=10)  # fmt: skip
-    assert isinstance(Squares(), GroundTruthSampler)
-    summary = training.train(cfg, tmp_path / "toy", progress=False)
-    assert summary["status"] == "done" and summary["data_config"]["name"] == "squares"
-    m = ls.evaluate(tmp_path / "toy", "quick", progress=False, figures=False,
-                    metric_options={"metrics": ["mig"]})  # fmt: skip
-    assert m["data_config"]["display_name"] == "toy squares" and np.isfinite(m["mig"])
+    assert isinstance(MovingSquare(), GroundTruthSampler)
+    index = training.sweep(cfg, [1.0], [0], tmp_path / "toy", progress=False)
+    assert [r["status"] for r in index["runs"]] == ["done"], index
+    run = tmp_path / "toy" / "beta1_seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data_config"] == {"name": "square", "display_name": "toy moving square",
+                                      "factor_names": ["x", "y"], "factor_sizes": [8, 8]}  # fmt: skip
+    m = ls.evaluate(run, "quick", progress=False, metric_options=FAST)
+    assert m["data_config"]["display_name"] == "toy moving square"
+    assert all(np.isfinite(m[k]) for k in m["metric_names"])
+    assert m["factor_grid"]["factor_sizes"] == [8, 8] and m["geometry"] is None  # no pos_x/pos_y
+    assert {"traversals", "factor_response"} <= set(m["figures"])
+    assert all((run / f).exists() for f in m["figures"].values())
+    out = ls.report(tmp_path / "toy", "quick", progress=False, metric_options=FAST)
+    assert (out / "index.md").read_text().startswith("# Sweep report: toy (toy moving square)")
+    assert (out / "scores.csv").exists()
+    # the class changes its grid later: its runs are refused, not scored on other data
+    monkeypatch.setattr(MovingSquare, "factor_sizes", (8, 9))
+    with pytest.raises(ValueError, match=r"(?s)no longer describes.*factor_sizes"):
+        ls.load_run(run)
 
 
 def test_readme_datasets_section_names_both():
