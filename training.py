@@ -40,7 +40,7 @@ from sbd_vae.config import (
 )
 from sbd_vae.hardware import cpu_flags, gpu_compute_capabilities, machine, resolve_precision
 from sbd_vae.hparams import OBJECTIVES
-from sbd_vae.sweep import PUBLISHED_FILES, format_sweep_table, local_sweep, run_name
+from sbd_vae.sweep import PUBLISHED_FILES, format_sweep_table, grid_names, local_sweep, run_name
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -492,7 +492,9 @@ def main(argv=None) -> int:
                 cfg, betas, args.seeds, args.out, fresh=args.fresh, progress=not args.quiet,
                 publish=args.publish, objectives=args.objectives,
             )  # fmt: skip
-        return 0 if all(r["status"] == "done" for r in index["runs"]) else 1
+        # the exit status is this grid's: sweep.json may also list another grid's runs
+        grid = grid_names(cfg, betas, args.seeds, args.objectives)
+        return 0 if all(r["status"] == "done" for r in index["runs"] if r["name"] in grid) else 1
     except (ValueError, rundir.RunDirError, NonFiniteLoss, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -68,6 +68,14 @@ def finished_at(run_dir: Path) -> int:
         return 0
 
 
+def grid_names(base: TrainConfig, betas, seeds, objectives=None) -> set[str]:
+    """The run names of this grid: what a sweep trains. ``sweep.json`` also lists the runs of an
+    earlier, wider grid in the same folder; those are kept in the index but never trained here
+    (another process may be training them: two sweeps with disjoint grids share one folder)."""
+    objs = grid_objectives(base, objectives)
+    return {run_name(b, s, o) for o in objs for b in betas for s in seeds}
+
+
 def sweep_index(base: TrainConfig, betas, seeds, out: Path, objectives=None) -> dict:
     """The sweep.json of this grid: one entry per (objective, β, seed), seed-major (then objective,
     then β), "done" when its run finished at ``base.steps`` or later; entries of an earlier, wider
@@ -173,8 +181,11 @@ def local_sweep(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = sweep_index(base, betas, seeds, out, objectives)
+    grid = grid_names(base, betas, seeds, objectives)
     published = Path(publish) if publish is not None else None
     for entry in index["runs"]:
+        if entry["name"] not in grid:  # a run of an earlier, wider grid: listed, not trained
+            continue
         if (
             published is not None
             and not fresh

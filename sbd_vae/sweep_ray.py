@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from . import backend, rundir
 from .config import TrainConfig, from_dict
-from .sweep import check_grid, format_sweep_table, grid_objectives, run_name, sweep_index
+from .sweep import check_grid, format_sweep_table, grid_names, sweep_index
 
 # The repository root: workers import training.py (train_fn's module) from it.
 REPO = Path(__file__).resolve().parents[1]
@@ -339,7 +339,7 @@ def ray_sweep(
     say = print if progress else (lambda *a, **k: None)
 
     index = sweep_index(base, betas, seeds, out, objectives)
-    todo = [e for e in index["runs"] if e["name"] in _grid(base, betas, seeds, objectives)]
+    todo = [e for e in index["runs"] if e["name"] in grid_names(base, betas, seeds, objectives)]
     todo = [e for e in todo if fresh or e["status"] != "done"]
     if not todo:
         rundir.write_json(out / "sweep.json", index)
@@ -427,12 +427,6 @@ def _env(**values):
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-def _grid(base, betas, seeds, objectives=None) -> set[str]:
-    return {
-        run_name(b, s, o) for o in grid_objectives(base, objectives) for b in betas for s in seeds
-    }
 
 
 def _trial_name(trial) -> str:

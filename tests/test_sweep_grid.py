@@ -1,0 +1,52 @@
+"""A sweep trains its own grid only: runs that ``sweep.json`` keeps from an earlier, wider grid (or
+that another sweep process into the same folder is training) are listed, never trained here."""
+
+import json
+
+import training
+from sbd_vae import rundir
+from sbd_vae.sweep import grid_names, local_sweep
+
+
+def _fake_train(seen):
+    def train(cfg, out, fresh=False, progress=True):
+        seen.append(out.name)
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.write_json(out / "summary.json", {"step": cfg.steps})
+        return {"loss": 1.0, "recon": 1.0, "kl": 0.0}
+
+    return train
+
+
+def test_sweep_leaves_other_grids_runs_alone(tmp_path):
+    base = training.preset_config("test")
+    seen = []
+    # a first sweep process writes its grid (β 16, seed 2) as pending, then is still training it
+    first = {"name": "beta16_seed2", "beta": 16.0, "seed": 2, "objective": "beta",
+             "beta_norm": 0.1, "status": "running"}  # fmt: skip
+    rundir.write_json(tmp_path / "sweep.json", {"preset": "test", "runs": [first]})
+    index = local_sweep(base, [4], [0], tmp_path, train_fn=_fake_train(seen), progress=False)
+    assert seen == ["beta4_seed0"]  # not beta16_seed2
+    on_disk = {r["name"]: r for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]}
+    assert on_disk["beta4_seed0"]["status"] == "done"
+    assert on_disk["beta16_seed2"]["status"] == "running"  # listed as it was, untouched
+    assert {r["name"] for r in index["runs"]} == {"beta4_seed0", "beta16_seed2"}
+
+
+def test_grid_names_cover_objectives_betas_seeds():
+    base = training.preset_config("test")
+    names = grid_names(base, [1, 4], [0, 2], objectives=["beta", "tcvae"])
+    assert names == {"beta1_seed0", "beta4_seed0", "beta1_seed2", "beta4_seed2",
+                     "tcvae_beta1_seed0", "tcvae_beta4_seed0", "tcvae_beta1_seed2",
+                     "tcvae_beta4_seed2"}  # fmt: skip
+
+
+def test_sweep_exit_status_counts_its_grid_only(tmp_path, monkeypatch):
+    """`training.py sweep` exits 0 when its own grid is done, whatever else sweep.json lists."""
+    other = {"name": "beta16_seed2", "beta": 16.0, "seed": 2, "objective": "beta",
+             "beta_norm": 0.1, "status": "failed"}  # fmt: skip
+    rundir.write_json(tmp_path / "sweep.json", {"preset": "test", "runs": [other]})
+    monkeypatch.setattr(training, "train", _fake_train([]))
+    rc = training.main(["sweep", "--preset", "test", "--betas", "4", "--seeds", "0",
+                        "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    assert rc == 0
