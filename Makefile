@@ -50,7 +50,7 @@ study_wide: setup
 ## unimportable (tests/no_tensorflow), as on a JAX-only GPU machine
 JAX_TESTS := tests/test_model.py tests/test_training.py tests/test_saved_models.py \
 	tests/test_latent_space.py tests/test_objectives.py tests/test_notebooks.py tests/test_ray_sweep.py \
-	tests/test_datasets.py
+	tests/test_datasets.py tests/test_explorer.py
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
