@@ -6,7 +6,7 @@ SWEEP   ?= results/study
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup data demo study study_wide test bench stress figures lint format clean
+.PHONY: setup data demo study study_wide test bench stress figures explorer_png lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -68,6 +68,12 @@ stress: setup
 figures: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
 	$(PY) latentSpace.py figures $(SWEEP) --out img
+
+## explorer_png: img/explorer.png, the latent explorer drawn by JupyterLab in headless Chromium
+explorer_png:
+	WITH_CHROMIUM=1 bash scripts/setup.sh
+	$(PY) blender/render_shapes.py --out $(DATA)
+	$(PY) scripts/explorer_screenshot.py --out img/explorer.png
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -253,3 +253,29 @@ class RunExplorer:
 def _same_factors(a, b) -> bool:
     return (list(a.factor_names), list(map(int, a.factor_sizes))) == (
         list(b.factor_names), list(map(int, b.factor_sizes)))  # fmt: skip
+
+
+def write_demo_notebook(path, run_dir, sweep_dir=None, repo=None) -> Path:
+    """A two-cell notebook at ``path`` (the imports, then the explorer) that opens ``run_dir``
+    (and ``sweep_dir``'s dropdown) in the explorer, importing the repository at ``repo`` and
+    running in it (paths inside it are written relative to it). What the browser check runs (sbd_vae/browser.py; tests/test_explorer_browser.py,
+    scripts/explorer_screenshot.py)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    repo = Path(repo or Path(__file__).resolve().parents[1]).resolve()
+
+    def where(p):  # relative to the repository where it is inside, for a readable cell
+        p = Path(p).resolve()
+        return str(p.relative_to(repo) if p.is_relative_to(repo) else p)
+
+    imports = (f"import os, sys\nsys.path.insert(0, {str(repo)!r})\nos.chdir({str(repo)!r})\n"
+               "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')\nimport latentSpace as ls")  # fmt: skip
+    call = f"ls.explorer({where(run_dir)!r}, {where(sweep_dir) if sweep_dir else None!r})"
+    nb = new_notebook(cells=[new_code_cell(imports), new_code_cell(call)])  # TF's log: cell 1
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    from .rundir import write_text
+
+    write_text(path, nbformat.writes(nb))
+    return Path(path)
