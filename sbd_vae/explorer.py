@@ -270,7 +270,8 @@ def write_demo_notebook(path, run_dir, sweep_dir=None, repo=None) -> Path:
         return str(p.relative_to(repo) if p.is_relative_to(repo) else p)
 
     imports = (f"import os, sys\nsys.path.insert(0, {str(repo)!r})\nos.chdir({str(repo)!r})\n"
-               "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')\nimport latentSpace as ls")  # fmt: skip
+               "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')\nimport keras  # the backend's "
+               "start-up log lands here\nimport latentSpace as ls")  # fmt: skip
     call = f"ls.explorer({where(run_dir)!r}, {where(sweep_dir) if sweep_dir else None!r})"
     nb = new_notebook(cells=[new_code_cell(imports), new_code_cell(call)])  # TF's log: cell 1
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",

@@ -1,6 +1,6 @@
 """img/explorer.png: the latent explorer drawn by JupyterLab under headless Chromium.
 
-    python scripts/explorer_screenshot.py [--run results/study/beta8_seed0] [--sweep results/study]
+    python scripts/explorer_screenshot.py [--run results/study/beta1_seed0] [--sweep results/study]
         [--out img/explorer.png]
 
 Writes a two-cell notebook that opens the run in the explorer (``sbd_vae.explorer``), runs it in
@@ -28,14 +28,16 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--run", default="results/study/beta8_seed0", help="a finished run [%(default)s]"
+        "--run", default="results/study/beta1_seed0", help="a finished run [default %(default)s]"
     )
     p.add_argument(
-        "--sweep", default="results/study", help="its sweep, for the dropdown [%(default)s]"
+        "--sweep", default="results/study", help="its sweep, for the dropdown [default %(default)s]"
     )
-    p.add_argument("--out", default="img/explorer.png", help="the PNG written [%(default)s]")
     p.add_argument(
-        "--timeout", type=float, default=300, help="seconds before giving up [%(default)s]"
+        "--out", default="img/explorer.png", help="the PNG written [default %(default)s]"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=300, help="seconds before giving up [default %(default)s]"
     )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="explorer_nb_") as tmp:
