@@ -17,6 +17,7 @@ Median and fastest of ``repeats`` calls after one warm-up, in ms.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -75,14 +76,16 @@ def run(quick: bool = False, repeats: int | None = None) -> str:
     """The markdown section (``make bench`` adds the date); ``quick``: 10 repeats."""
     repeats = repeats or (10 if quick else 30)
     ensure_data()
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()[0]
     rows = measure(repeats)
+    load = max(load0, os.getloadavg()[0])  # the CPU's other work slows every path alike
     lines = [
         "## Latent explorer: slider to image at 128²",
         "",
         f"Machine: {machine()}. Command: `python bench/bench_explorer.py` (an untrained `paper`-"
         f"preset model, one latent vector; median and fastest of {repeats} calls after a warm-up, "
-        f"{time.time() - t0:.0f} s). Instant means under {INSTANT_MS} ms.",
+        f"{time.time() - t0:.0f} s; load average {load:.1f} on {os.cpu_count()} cores). Instant "
+        f"means under {INSTANT_MS} ms.",
         "",
         "| precision | path | median ms | fastest ms |",
         "|---|---|---|---|",

@@ -1,20 +1,23 @@
 """The interactive latent explorer of latent_space.ipynb: pick a run and an input image (a factor
 combination of the run's data), then move one slider per latent and watch the decoder's image.
 
-The explorer is the interactive form of a latent traversal (Higgins et al. 2017, Fig. 7;
-Watters et al. 2019, Fig. 5): the sliders start at the posterior mean μ = E_q(z|x)[z] of the
+The explorer is the interactive form of a latent traversal (Higgins et al. 2017;
+Watters et al. 2019): the sliders start at the posterior mean μ = E_q(z|x)[z] of the
 input image; moving slider d sets z_d and the image ``sigmoid(decoder(z))`` follows. The
 sliders are ordered active latents first (Var_x of μ_d > ``ACTIVE_VAR``, Burda et al. 2016), by
 mean KL within each group (the KL, in nats, is written beside each slider); the reset button
 returns every slider to μ.
 
-Latency, slider to image (bench/bench_explorer.py, BENCHMARKS.md "Latent explorer"): on a 2-core
-AMD EPYC (KVM, AVX-512 with AVX512_BF16, no AMX; two training processes busy on both cores) an
-untrained ``paper``-preset model at 128² (SBD, 64 channels, 10 latents) decoded one latent
-vector in 29-35 ms through the compiled decoder of ``encoding.compiled`` (``tf.function``; a
-``jax.jit`` on JAX), against 90-180 ms for ``decoder.predict``; the whole slider callback (decode,
-sigmoid, PNG) adds about 1 ms. That is below the ~100 ms at which a response stops feeling
-instant, so the sliders update continuously while they are dragged.
+Latency, slider to image (bench/bench_explorer.py; BENCHMARKS.md, "Latent explorer"), at 128²
+with a ``paper``-preset model (SBD, 64 channels, 10 latents; the cost does not depend on the
+weights) on a 2-core AMD EPYC (KVM; AVX-512 with AVX512_BF16, no AMX): one latent vector decodes
+in 28-36 ms through the compiled decoder of ``encoding.compiled`` (a ``tf.function``; a ``jax.jit``
+on JAX) against 90-180 ms for ``decoder.predict``, while the project's two training processes
+held both cores (nice 10, measured at nice 12); the PNG and the widget add about 1 ms. With the
+machine saturated (load 4.7-7 on 2 cores, the training at nice 3, the bench at nice 12: the table
+in BENCHMARKS.md) the same paths took 150-240 ms and 730-980 ms (medians). About 100 ms is where
+a response stops feeling instant, so the sliders update continuously while dragged; a busy CPU is
+felt at once.
 
 ``latentSpace.explorer`` builds a ``RunExplorer`` from a run directory (and its sweep, for the run
 dropdown). ipywidgets is imported when an explorer is built: nothing is imported, and nothing
