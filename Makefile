@@ -6,7 +6,7 @@ SWEEP   ?= results/study
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup data demo study study_wide test bench stress figures lint format clean
+.PHONY: setup data demo study study_wide test bench stress figures explorer_png lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -50,8 +50,11 @@ study_wide: setup
 ## unimportable (tests/no_tensorflow), as on a JAX-only GPU machine
 JAX_TESTS := tests/test_model.py tests/test_training.py tests/test_saved_models.py \
 	tests/test_latent_space.py tests/test_objectives.py tests/test_notebooks.py tests/test_ray_sweep.py \
-	tests/test_datasets.py tests/test_architectures.py
+	tests/test_datasets.py tests/test_architectures.py tests/test_explorer.py
+## the latent explorer's browser test needs Debian's chromium: installed here where apt can
+## (the test skips, saying why, where it can't)
 test: setup
+	@WITH_CHROMIUM=1 bash scripts/setup.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 	KERAS_BACKEND=jax PYTHONPATH=$(CURDIR)/tests/no_tensorflow $(PY) -m pytest -q $(JAX_TESTS)
@@ -68,6 +71,12 @@ stress: setup
 figures: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
 	$(PY) latentSpace.py figures $(SWEEP) --out img
+
+## explorer_png: img/explorer.png, the latent explorer drawn by JupyterLab in headless Chromium
+explorer_png:
+	WITH_CHROMIUM=1 bash scripts/setup.sh
+	$(PY) blender/render_shapes.py --out $(DATA)
+	$(PY) scripts/explorer_screenshot.py --out img/explorer.png
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -74,6 +74,8 @@ __all__ = [
     "load_run", "check_sampler", "evaluate", "read_metrics", "snapshot_model",
     # a sweep
     "report", "figures",
+    # interactive (ipywidgets): sliders per latent
+    "explorer",
     # metrics
     "PROTOCOLS", "compute_metrics", "mig", "dci", "sap", "modularity_explicitness",
     "beta_vae_score", "factor_vae_score", "irs", "unsupervised_scores",
@@ -314,6 +316,30 @@ def figures(
     already in the sweep (quick if there are none). Returns {file name: path}."""
     return sweep_report.readme_figures(sweep_dir, evaluate, out, protocol, seed, progress,
                                        metric_options, baselines_fn=_noise_baselines)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- interactive
+def explorer(run_dir, sweep_dir=None, factors=None, seed=0):
+    """The interactive latent explorer of a finished run, for a notebook (ipywidgets): one slider
+    per latent, active latents first with their KL beside them, the decoded image following the
+    sliders, a reset button back to the posterior mean, and the input image picked by a factor
+    combination of the run's data (``sbd_vae.explorer``; latency at 128²: its docstring).
+
+    ``sweep_dir``: a dropdown over every finished run of that sweep (``run_dir`` shown first;
+    added to the list when it is not one of them). ``factors``: the first input's grid indices
+    (the middle of each factor's grid by default). ``seed``: the draw of the images whose KL and
+    activity label the sliders (latent_space.ipynb's SEED). Returns the ``RunExplorer``; display
+    it (a notebook draws it as the cell's value)."""
+    from sbd_vae.explorer import RunExplorer
+    from sbd_vae.widgets import sweep_choices
+
+    run_dir = Path(run_dir)
+    choices = sweep_choices(sweep_dir) if sweep_dir else []
+    same = [p for _, p in choices if p.resolve() == run_dir.resolve()]
+    if not same:
+        choices = [(run_dir.name, run_dir), *choices]
+    return RunExplorer(choices, load_run, run=same[0] if same else run_dir, factors=factors,
+                       seed=seed)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -1,6 +1,6 @@
 """Runs every benchmark and writes BENCHMARKS.md (atomically).
 
-python bench/run_all.py --out BENCHMARKS.md [--quick] [--only data train objectives metrics latent]
+python bench/run_all.py --out BENCHMARKS.md [--quick] [--only data train objectives metrics explorer latent]
 
 Each section sits between ``<!-- bench:NAME -->`` markers, so ``--only`` re-measures some sections
 and keeps the others of the existing file as they were (each section names its own command,
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine  # noqa: E402
 
 SECTIONS = ["bench_data", "bench_train", "bench_bf16", "bench_backends", "bench_precision", "bench_objectives",
-            "bench_metrics", "bench_latent"]  # fmt: skip
+            "bench_metrics", "bench_explorer", "bench_latent"]  # fmt: skip
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
             else ""
         )
         + ".",
-        f"Machine: {machine()}.",
+        f"Machine of the last run: {machine()}. Each section names the machine it was measured on.",
         "Every figure is measured in one run of the command; compare ratios, not absolute rates.",
         "",
     ]

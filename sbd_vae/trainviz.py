@@ -1,9 +1,10 @@
 """Watching training: curves from history.csv, per-latent KL over steps, latest frame, sweep overlays.
 
-Used by vae_viz.ipynb. Reads only the run-directory files (history.csv, frames/, training.gif,
-sweep.json), so it can attach to a run that another process is still writing: history.csv and the
-frames are replaced atomically, never seen half-written. Plots follow plotting.py (matplotlib's
-object API, no pyplot): each function returns its Figure, which a notebook displays.
+Used by vae_viz.ipynb (``browse``: a dropdown over a sweep's runs, ipywidgets). Reads only the
+run-directory files (history.csv, frames/, training.gif, sweep.json), so it can attach to a run
+that another process is still writing: history.csv and the frames are replaced atomically, never
+seen half-written. Plots follow plotting.py (matplotlib's object API, no pyplot): each function
+returns its Figure, which a notebook displays.
 """
 
 from __future__ import annotations
@@ -105,6 +106,41 @@ def status(run_dir) -> str:
     r = rows[-1]
     return (f"{run_dir}: step {r['step']}  loss {r['loss']:.1f}  recon {r['recon']:.1f}  "
             f"kl {r['kl']:.2f}  {r['img_per_s']:.0f} img/s  {'finished' if done else 'running/unfinished'}")  # fmt: skip
+
+
+def show_run(run_dir) -> None:
+    """Displays one run in a notebook: ``status``, ``plot_curves``, ``plot_kl_dims``, the latest
+    reconstruction frame and the training GIF (what vae_viz.ipynb refreshes, and ``browse`` draws
+    for the run its dropdown picks)."""
+    from IPython.display import Image, display
+
+    print(status(run_dir))
+    display(plot_curves(run_dir))
+    display(plot_kl_dims(run_dir))
+    for path in (latest_frame(run_dir), Path(run_dir) / "training.gif"):
+        if path is not None and path.exists():
+            display(Image(filename=str(path)))
+
+
+def browse(sweep_dir, run=None):
+    """A dropdown over the runs of ``<sweep_dir>/sweep.json`` that have started logging (β, seed)
+    above an ``Output`` that ``show_run`` draws the chosen run into (ipywidgets); ``run``: the run
+    shown first. Returns the widget box: a notebook draws it as the cell's value."""
+    import ipywidgets as w
+
+    from .widgets import run_dropdown, sweep_choices
+
+    dropdown = run_dropdown(sweep_choices(sweep_dir, finished=False), run)
+    out = w.Output()
+
+    def draw(_change=None):
+        out.clear_output(wait=True)
+        with out:
+            show_run(dropdown.value)
+
+    dropdown.observe(draw, names="value")
+    draw()
+    return w.VBox([dropdown, out])
 
 
 def _beta(run_dir) -> float:

@@ -2,7 +2,9 @@
 # Idempotent set-up for a fresh Debian machine with Python 3.11:
 #   1. the shared libraries that the PyPI `bpy` wheel (5.0.1) needs to import headless on a bare
 #      Debian (APT_PKGS below; libegl1 is needed by the Workbench engine only),
-#   2. a .venv with the exact versions pinned in requirements.txt.
+#   2. a .venv with the exact versions pinned in requirements.txt,
+#   3. with WITH_CHROMIUM=1 only (`make test` sets it): Debian's chromium (~300 MB installed), for the latent explorer's
+#      browser test (tests/test_explorer_browser.py skips without it) and img/explorer.png.
 # `make demo`, `make test` and `make bench` all call this first; a second call is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,14 @@ if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+if [ "${WITH_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "[setup] installing chromium (WITH_CHROMIUM=1)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  # not fatal: without a browser only tests/test_explorer_browser.py skips (and says why)
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
+    || echo "[setup] chromium could not be installed: the explorer's browser test will skip"
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -1,4 +1,5 @@
-"""Both notebooks run headless (papermill) against a `test`-preset sweep trained in this session."""
+"""Both notebooks run headless (papermill) against a `test`-preset sweep trained in this session,
+and against a 128² run by their RUN_DIR parameter alone (no code change: issue 20, point 5)."""
 
 from pathlib import Path
 
@@ -77,3 +78,34 @@ def test_latent_space_runs(sweep_dir, tmp_path):
     ):
         assert (tmp_path / "fig" / name).stat().st_size > 0, name
     assert (sweep_dir / "report" / "scores.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def run_128(shapes_npz, tmp_path_factory):
+    """A `test`-preset run at 128² (the seed's resolution), 20 steps, scored with MIG only under
+    the quick protocol, so latent_space.ipynb reads its metrics.json instead of spending minutes
+    on the full suite at 128² (the notebook's plumbing is what this checks, not the scores)."""
+    import latentSpace as ls
+
+    out = tmp_path_factory.mktemp("nb128") / "beta1_seed0"
+    cfg = training.preset_config("test", data_path=str(shapes_npz), image_size=128, steps=20)
+    training.train(cfg, out, progress=False)
+    ls.evaluate(out, protocol="quick", progress=False, figures=False,
+                metric_options={"metrics": ["mig"]})  # fmt: skip
+    return out
+
+
+def test_both_notebooks_open_a_128px_run_by_parameter(run_128, tmp_path):
+    nb = _execute("vae_viz.ipynb", tmp_path, RUN_DIR=str(run_128), SWEEP_DIR=None, REFRESHES=1,
+                  REFRESH_SECONDS=0)  # fmt: skip
+    assert _has_image(nb)
+    nb = _execute("latent_space.ipynb", tmp_path, RUN_DIR=str(run_128), SWEEP_DIR=None,
+                  PROTOCOL="quick", OUT=str(tmp_path / "fig"))  # fmt: skip
+    assert _has_image(nb)
+    assert "image=128²" in "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                                   for o in c.get("outputs", []))  # fmt: skip
+    widget = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # fmt: skip
+    assert widget, "the latent explorer cell displayed no widget"
+    for name in ("traversals.png", "factor_response.png", "geometry.png", "kl.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0, name
