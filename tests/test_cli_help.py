@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # the CLIs without a build_parser(): their parser is caught when main() parses (in a subprocess,
 # since gpu_study.py sets KERAS_BACKEND on import)
 OTHER_CLIS = ("dataset.py", "blender/render_shapes.py", "scripts/gpu_study.py",
-              "scripts/data_design.py", "scripts/tc_batch_bias.py")  # fmt: skip
+              "scripts/data_design.py", "scripts/tc_batch_bias.py", "scripts/compare_studies.py",
+              "scripts/explorer_screenshot.py")  # fmt: skip
 DEFAULT_MARK = re.compile(r"\[(default|off|required)\b")
 
 
