@@ -111,11 +111,14 @@ NonFiniteLoss = rundir.NonFiniteLoss
 
 
 # ----------------------------------------------------------------------------- one run
-def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> dict:
+def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None, deadline=None) -> dict:
     """Trains (or resumes) one run into ``out``; returns the summary dict.
 
     ``stop_at`` ends this call early at that step (a multiple of ``log_every``), checkpointing
     first, as if the process had been interrupted there; re-running resumes. Tests use it.
+    ``deadline`` (a ``time.time()`` value) does the same at the first logging step past that
+    time (``callbacks.Checkpoint``; scripts/gpu_study.py's budget): the summary is then
+    ``{"status": "interrupted", "step": <the checkpointed step>}``.
     """
     cfg = cfg.validate()
     if stop_at is not None and (stop_at <= 0 or stop_at % cfg.log_every):
@@ -167,11 +170,12 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
         fixed = data.images_from_factors(
             data.sample_factors(cfg.frame_images, np.random.RandomState(1234))
         )  # (F, S, S, 1): the same images in every frame of the GIF
+        checkpoint = cb.Checkpoint(out, cfg, start, end, deadline)
         callbacks = [
             cb.NaNGuard(out, cfg),
             cb.History(out, cfg, start, history),
             cb.Frames(out, cfg, fixed, start),
-            cb.Checkpoint(out, cfg, start, end),
+            checkpoint,
             cb.Snapshot(out, cfg),
         ]
         if progress:
@@ -189,6 +193,8 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
                     verbose=0,
                 )
         elapsed = time.time() - t0
+        if checkpoint.stopped_at is not None:  # the deadline cut this call at a checkpoint
+            return {"status": "interrupted", "step": checkpoint.stopped_at}
         if end < cfg.steps:
             return {"status": "interrupted", "step": end}
 
