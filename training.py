@@ -33,6 +33,7 @@ from sbd_vae.config import (
     PRECISIONS,
     PRESETS,
     TrainConfig,
+    check_objective_flags,
     check_or_write_config,
     default_betas,
     load_config,
@@ -469,11 +470,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_cli_misuse(args, cfg: TrainConfig) -> None:
+    """Flags that would be silently ignored, refused before anything is written: an objective's
+    own flag given to another objective (``config.check_objective_flags``), and ``--distribute
+    mirrored`` where only one device is visible (``make_strategy`` would train on that one)."""
+    given = {f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    objectives = getattr(args, "objectives", None) or [cfg.objective]
+    check_objective_flags(given, objectives)
+    if cfg.distribute == "mirrored" and make_strategy(cfg).num_replicas_in_sync == 1:
+        raise ValueError(
+            "--distribute mirrored: only one device is visible here, so there is nothing to "
+            "mirror; drop it (--distribute auto uses every GPU when there are several)"
+        )
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        backend.check_requested()
         cfg = config_from_args(args)
+        check_cli_misuse(args, cfg)
         if args.command == "train":
             summary = train(
                 cfg, args.out, fresh=args.fresh, progress=not args.quiet, stop_at=args.stop_at
