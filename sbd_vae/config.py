@@ -388,6 +388,8 @@ def resume_command(cfg: TrainConfig) -> str:
         v, b = getattr(cfg, f.name), getattr(base, f.name)
         if f.name == "preset" or (tuple(v) if isinstance(v, list) else v) == b:
             continue
+        if hparams.OBJECTIVE_ONLY.get(f.name, cfg.objective) != cfg.objective:
+            continue  # another objective's flag: this run never read it, and the CLI refuses it
         args.append(
             f"--{f.name} "
             + (" ".join(f"{x:g}" for x in v) if isinstance(v, tuple | list) else f"{v}")
