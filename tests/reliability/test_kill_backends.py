@@ -46,6 +46,7 @@ from sbd_vae import rundir
 
 pytestmark = pytest.mark.slow
 STEPS, LOG_EVERY, CKPT_EVERY = 60, 10, 20
+WAIT_S = 1800  # for a kill point; generous: on a loaded 2-core machine a JAX start can take minutes
 VARIANTS = {  # name: (environment, extra CLI arguments)
     "jax": (JAX_ENV, []),
     "tf-factorvae": (CLI_ENV, ["--objective", "factorvae"]),
@@ -124,13 +125,15 @@ def test_kill9_then_resume_equals_uninterrupted(variant, kind, at, variant_ref, 
     ok = False
     try:
         proc = popen(_cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env)
-        if kind == "ckpt":
-            hit = wait_until(proc, _ckpt_write(run, at))
-        else:
-            hit = wait_until(proc, _past_step(run, int(at * STEPS)), poll=0.005)
-            time.sleep(np.random.RandomState(len(variant)).uniform(0.0, 1.0))
-            hit = hit and proc.poll() is None
-        kill9(proc)
+        try:
+            if kind == "ckpt":
+                hit = wait_until(proc, _ckpt_write(run, at), timeout=WAIT_S)
+            else:
+                hit = wait_until(proc, _past_step(run, int(at * STEPS)), WAIT_S, poll=0.005)
+                time.sleep(np.random.RandomState(len(variant)).uniform(0.0, 1.0))
+                hit = hit and proc.poll() is None
+        finally:
+            kill9(proc)  # also when the wait failed: no training outlives the test
         if not hit:
             assert proc.returncode == 0, (tmp_path / "killed.log").read_text()[-3000:]
             pytest.skip(f"the run finished before kill point {kind}={at}")
@@ -210,8 +213,10 @@ def test_kill9_during_publish(variant, files, variant_ref, shapes_npz, tmp_path,
             return any(sum(1 for _ in t.iterdir()) >= files for t in tmps if t.is_dir())
 
         proc = popen(cmd, tmp_path / "killed.log", env=env)
-        hit = wait_until(proc, copying)
-        kill9(proc)
+        try:
+            hit = wait_until(proc, copying, timeout=WAIT_S)
+        finally:
+            kill9(proc)
         if not hit:
             assert proc.returncode == 0, (tmp_path / "killed.log").read_text()[-3000:]
             pytest.skip(f"the publish finished before {files} files were copied")
