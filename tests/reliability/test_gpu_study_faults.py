@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 needs_jax = pytest.mark.skipif(not HAS_JAX, reason="scripts/gpu_study.py runs on JAX, and "
                                "jax is not installed in this Python's environment")  # fmt: skip
 SCRIPT = ROOT / "scripts" / "gpu_study.py"
+SMOKE_S = 1800  # a smoke run takes ~40 s, but minutes on a loaded 2-core machine
 
 
 def smoke(data, tmp, *extra) -> list[str]:
@@ -63,7 +64,7 @@ def test_budget_cut_leaves_resumable_runs_listed_as_partial(shapes_npz, tmp_path
     ok = False
     try:
         res = run_cli(smoke(shapes_npz, tmp_path, "--betas", "1", "102", "--smoke_steps",
-                            "1000000", "--budget_min", "0.05"), env=JAX_ENV)  # fmt: skip
+                            "1000000", "--budget_min", "0.05"), env=JAX_ENV, timeout=SMOKE_S)  # fmt: skip
         assert res.returncode == 0, res.stderr[-4000:]
         pack = tmp_path / "pack"
         assert pack_state(pack) == "complete"
@@ -89,7 +90,7 @@ def test_budget_cut_leaves_resumable_runs_listed_as_partial(shapes_npz, tmp_path
         code = ("import sys, training; r = sys.argv[1]; "
                 "print(training.train(training.load_config(r), r, progress=False, "
                 "stop_at=int(sys.argv[2]))['step'])")  # fmt: skip
-        res = run_cli(["-c", code, moved, step + 5], env=JAX_ENV)
+        res = run_cli(["-c", code, moved, step + 5], env=JAX_ENV, timeout=SMOKE_S)
         assert res.returncode == 0, res.stderr[-4000:]
         assert [r["step"] for r in rundir.read_history(moved)] == [step, step + 5]
 
@@ -98,7 +99,7 @@ def test_budget_cut_leaves_resumable_runs_listed_as_partial(shapes_npz, tmp_path
             return
         # the same command with fewer planned steps resumes the cut run and finishes it
         res = run_cli(smoke(shapes_npz, tmp_path, "--betas", "1", "--smoke_steps", step + 5),
-                      env=JAX_ENV)  # fmt: skip
+                      env=JAX_ENV, timeout=SMOKE_S)  # fmt: skip
         assert res.returncode == 0, res.stderr[-4000:]
         assert pack_state(pack) == "complete"
         manifest = json.loads((pack / "manifest.json").read_text())
@@ -189,7 +190,7 @@ def test_bad_data_fails_before_the_devices_are_touched(bad, tmp_path, record):
             "runpy.run_path(sys.argv[0], run_name='__main__')\n")  # fmt: skip
     ok = False
     try:
-        res = run_cli(["-c", code, *smoke(data, tmp_path)], env=JAX_ENV, timeout=300)
+        res = run_cli(["-c", code, *smoke(data, tmp_path)], env=JAX_ENV, timeout=SMOKE_S)
         err = assert_clean_error(res, f"--data {data}", "render_shapes.py")
         assert "touched" not in err
         assert not (tmp_path / "pack").exists() and not (tmp_path / "runs").exists()

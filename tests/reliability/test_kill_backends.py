@@ -73,7 +73,7 @@ def variant_ref(shapes_npz, tmp_path_factory):
     def get(variant):
         if variant not in made:
             out = tmp_path_factory.mktemp(f"ref-{variant}") / "run"
-            res = run_cli(_cmd(variant, shapes_npz, out), env=_env(variant))
+            res = run_cli(_cmd(variant, shapes_npz, out), env=_env(variant), timeout=WAIT_S)
             if res.returncode != 0:
                 pytest.fail(f"reference run {variant} failed:\n{res.stderr[-3000:]}")
             made[variant] = out
@@ -124,7 +124,9 @@ def test_kill9_then_resume_equals_uninterrupted(variant, kind, at, variant_ref, 
     env, run = _env(variant), tmp_path / "run"
     ok = False
     try:
-        proc = popen(_cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env)
+        proc = popen(
+            _cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env, timeout=WAIT_S
+        )
         try:
             if kind == "ckpt":
                 hit = wait_until(proc, _ckpt_write(run, at), timeout=WAIT_S)
@@ -140,7 +142,7 @@ def test_kill9_then_resume_equals_uninterrupted(variant, kind, at, variant_ref, 
         assert check_final_files(run) == []  # only complete files under final names
         if kind == "ckpt":
             assert temp_files(run / "checkpoints"), "no checkpoint write was interrupted"
-        res = run_cli(_cmd(variant, shapes_npz, run), env=env)
+        res = run_cli(_cmd(variant, shapes_npz, run), env=env, timeout=WAIT_S)
         assert res.returncode == 0, res.stderr[-3000:]
         assert_same_result(run, variant_ref(variant))
         assert temp_files(run) + temp_files(run / "checkpoints") == []
@@ -174,7 +176,7 @@ def test_damaged_newest_checkpoint_is_refused_and_the_previous_used(variant, dam
             flip_bit(newest, newest.stat().st_size // 2, 3)  # inside the array data
         else:
             truncate(newest, 0.6)
-        res = run_cli(_cmd(variant, shapes_npz, run), env=env)
+        res = run_cli(_cmd(variant, shapes_npz, run), env=env, timeout=WAIT_S)
         assert res.returncode == 0, res.stderr[-3000:]
         assert "skipping" in res.stderr and newest.name in res.stderr, res.stderr[-3000:]
         assert_same_result(run, variant_ref(variant))
@@ -222,7 +224,7 @@ def test_kill9_during_publish(variant, files, variant_ref, shapes_npz, tmp_path,
             pytest.skip(f"the publish finished before {files} files were copied")
         dest = pub / name
         assert not dest.exists() or check_final_files(dest) == [], "a partial published run"
-        res = run_cli(cmd, env=env)
+        res = run_cli(cmd, env=env, timeout=WAIT_S)
         assert res.returncode == 0, res.stderr[-3000:]
         published = tree_hash(dest)
         source = tree_hash(runs / name)
