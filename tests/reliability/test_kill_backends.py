@@ -124,9 +124,7 @@ def test_kill9_then_resume_equals_uninterrupted(variant, kind, at, variant_ref, 
     env, run = _env(variant), tmp_path / "run"
     ok = False
     try:
-        proc = popen(
-            _cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env, timeout=WAIT_S
-        )
+        proc = popen(_cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env)
         try:
             if kind == "ckpt":
                 hit = wait_until(proc, _ckpt_write(run, at), timeout=WAIT_S)
