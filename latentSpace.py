@@ -397,6 +397,9 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     try:
+        from sbd_vae.backend import check_requested
+
+        check_requested()  # an unusable KERAS_BACKEND: one line with the fix, not a traceback
         if args.command == "evaluate":
             evaluate(
                 args.run,

@@ -33,6 +33,7 @@ from sbd_vae.config import (
     PRECISIONS,
     PRESETS,
     TrainConfig,
+    check_objective_flags,
     check_or_write_config,
     default_betas,
     load_config,
@@ -111,11 +112,14 @@ NonFiniteLoss = rundir.NonFiniteLoss
 
 
 # ----------------------------------------------------------------------------- one run
-def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> dict:
+def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None, deadline=None) -> dict:
     """Trains (or resumes) one run into ``out``; returns the summary dict.
 
     ``stop_at`` ends this call early at that step (a multiple of ``log_every``), checkpointing
     first, as if the process had been interrupted there; re-running resumes. Tests use it.
+    ``deadline`` (a ``time.time()`` value) does the same at the first logging step past that
+    time (``callbacks.Checkpoint``; scripts/gpu_study.py's budget): the summary is then
+    ``{"status": "interrupted", "step": <the checkpointed step>}``.
     """
     cfg = cfg.validate()
     if stop_at is not None and (stop_at <= 0 or stop_at % cfg.log_every):
@@ -167,11 +171,12 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
         fixed = data.images_from_factors(
             data.sample_factors(cfg.frame_images, np.random.RandomState(1234))
         )  # (F, S, S, 1): the same images in every frame of the GIF
+        checkpoint = cb.Checkpoint(out, cfg, start, end, deadline)
         callbacks = [
             cb.NaNGuard(out, cfg),
             cb.History(out, cfg, start, history),
             cb.Frames(out, cfg, fixed, start),
-            cb.Checkpoint(out, cfg, start, end),
+            checkpoint,
             cb.Snapshot(out, cfg),
         ]
         if progress:
@@ -189,6 +194,8 @@ def train(cfg: TrainConfig, out, fresh=False, progress=True, stop_at=None) -> di
                     verbose=0,
                 )
         elapsed = time.time() - t0
+        if checkpoint.stopped_at is not None:  # the deadline cut this call at a checkpoint
+            return {"status": "interrupted", "step": checkpoint.stopped_at}
         if end < cfg.steps:
             return {"status": "interrupted", "step": end}
 
@@ -463,11 +470,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_cli_misuse(args, cfg: TrainConfig) -> None:
+    """Flags that would be silently ignored, refused before anything is written: an objective's
+    own flag given to another objective (``config.check_objective_flags``), and ``--distribute
+    mirrored`` where only one device is visible (``make_strategy`` would train on that one)."""
+    given = {f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    objectives = getattr(args, "objectives", None) or [cfg.objective]
+    check_objective_flags(given, objectives)
+    if cfg.distribute == "mirrored" and make_strategy(cfg).num_replicas_in_sync == 1:
+        raise ValueError(
+            "--distribute mirrored: only one device is visible here, so there is nothing to "
+            "mirror; drop it (--distribute auto uses every GPU when there are several)"
+        )
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        backend.check_requested()
         cfg = config_from_args(args)
+        check_cli_misuse(args, cfg)
         if args.command == "train":
             summary = train(
                 cfg, args.out, fresh=args.fresh, progress=not args.quiet, stop_at=args.stop_at

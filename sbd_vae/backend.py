@@ -31,6 +31,30 @@ def requested() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
+SUPPORTED = ("tensorflow", "jax")  # the backends this code's training steps are written for
+
+
+def check_requested() -> None:
+    """Raises ValueError naming the fix when ``KERAS_BACKEND`` asks for a backend this code does
+    not run on, or one that is not installed in this Python; imports nothing (``find_spec``),
+    so a CLI can call it before Keras would fail with a traceback."""
+    import importlib.util
+    import sys
+
+    want = requested()
+    if want not in SUPPORTED:
+        raise ValueError(
+            f"KERAS_BACKEND={want}: this code runs on {' or '.join(SUPPORTED)}; unset "
+            "KERAS_BACKEND (TensorFlow) or set KERAS_BACKEND=jax"
+        )
+    if importlib.util.find_spec(want) is None:
+        other = "jax" if want == "tensorflow" else "tensorflow"
+        raise ValueError(
+            f"KERAS_BACKEND={want}: {want} is not installed in this Python ({sys.executable}); "
+            f"install it (requirements.txt), or set KERAS_BACKEND={other}"
+        )
+
+
 def is_jax() -> bool:
     return name() == "jax"
 

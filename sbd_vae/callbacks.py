@@ -137,16 +137,26 @@ class Frames(_StepCallback):
 
 
 class Checkpoint(_StepCallback):
-    """Atomic checkpoint every ``checkpoint_every`` steps and at the last step of this call."""
+    """Atomic checkpoint every ``checkpoint_every`` steps and at the last step of this call.
 
-    def __init__(self, out, cfg, start, end):
+    ``deadline`` (a ``time.time()`` value, or None): the first logging interval that ends past it
+    is checkpointed and ends ``fit`` (``stopped_at`` is then its step), so a time budget (the GPU
+    study's, on a machine that is handed back) cuts a run at a resumable checkpoint, never
+    between two."""
+
+    def __init__(self, out, cfg, start, end, deadline=None):
         super().__init__(cfg)
-        self.out, self.end = Path(out), end
+        self.out, self.end, self.deadline = Path(out), end, deadline
+        self.stopped_at = None
 
     def on_epoch_end(self, epoch, logs=None):
         step = self.step()
-        if step % self.cfg.checkpoint_every == 0 or step == self.end:
+        late = self.deadline is not None and step < self.end and time.time() >= self.deadline
+        if step % self.cfg.checkpoint_every == 0 or step == self.end or late:
             rundir.save_checkpoint(self.out, self.model, step, {}, keep=self.cfg.keep_checkpoints)
+        if late:
+            self.stopped_at = step
+            self.model.stop_training = True
 
 
 class Snapshot(_StepCallback):

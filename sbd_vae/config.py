@@ -275,6 +275,18 @@ PRESETS = {
 }  # fmt: skip
 
 
+def check_objective_flags(given, objectives) -> None:
+    """Refuses a flag of ``hparams.OBJECTIVE_ONLY`` that was ``given`` on the command line when
+    none of ``objectives`` (the run's, or a sweep's --objectives) reads it: it would be silently
+    ignored. Presets set these fields too; only what the user typed is checked."""
+    for flag, owner in hparams.OBJECTIVE_ONLY.items():
+        if flag in given and owner not in objectives:
+            raise ValueError(
+                f"--{flag} enters only --objective {owner}'s loss, and this command trains "
+                f"{' '.join(objectives)}: drop --{flag}, or pass --objective {owner}"
+            )
+
+
 def preset_config(name: str, **overrides) -> TrainConfig:
     """The preset ``name`` with ``overrides`` applied, validated."""
     if name not in PRESETS:
@@ -390,6 +402,8 @@ def resume_command(cfg: TrainConfig) -> str:
         v, b = getattr(cfg, f.name), getattr(base, f.name)
         if f.name == "preset" or (tuple(v) if isinstance(v, list) else v) == b:
             continue
+        if hparams.OBJECTIVE_ONLY.get(f.name, cfg.objective) != cfg.objective:
+            continue  # another objective's flag: this run never read it, and the CLI refuses it
         args.append(
             f"--{f.name} "
             + (" ".join(f"{x:g}" for x in v) if isinstance(v, tuple | list) else f"{v}")

@@ -106,6 +106,15 @@ BETA_WEIGHS = {
     },
     "factorvae": "γ, the weight of the discriminator's TC estimate",
 }
+# The flags that enter one objective's loss only (their --help says so): given on the command
+# line for a run of another objective they would be ignored silently, so the CLI refuses them
+# (config.check_objective_flags).
+OBJECTIVE_ONLY = {
+    "gamma": "capacity",
+    "capacity_max": "capacity",
+    "capacity_steps": "capacity",
+    "tc_estimator": "tcvae",
+}
 # β-TCVAE's estimators of log q(z) and log q(z_l) on a batch of M (Chen et al. 2018, App. C):
 # "mws", minibatch weighted sampling (App. C.1; what disentanglement_lib trains with, the
 # default), or "mss", minibatch stratified sampling (App. C.2; every run before --tc_estimator

@@ -94,7 +94,9 @@ def sweep_runs(sweep_dir) -> list[dict]:
         for r in index.get("runs", []):
             entries[r["name"]] = dict(r)
     for d in sorted(sweep_dir.iterdir()):
-        if d.is_dir() and (d / "config.json").exists() and d.name not in entries:
+        # hidden folders are a killed publish's .<run>.tmp<pid> / .old<pid> (sweep.publish_run)
+        hidden = d.name.startswith(".")
+        if d.is_dir() and not hidden and (d / "config.json").exists() and d.name not in entries:
             cfg = load_config(d)
             entries[d.name] = {"name": d.name, "beta": cfg.beta, "seed": cfg.seed,
                                "beta_norm": cfg.beta_norm, "objective": cfg.objective}  # fmt: skip

@@ -10,6 +10,7 @@ this package never imports the training module. ``training.sweep`` is the public
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import asdict, replace
@@ -135,13 +136,22 @@ def publish_run(run_dir, dest, save_model=shutil.copy2) -> Path:
     model with ``save_model(src, dst)`` (``training.save_without_optimizer``: the model without its
     optimizer state; the default copies the file as it is).
 
-    Written to a temporary sibling folder, then renamed: a killed copy leaves no half run."""
+    Written to a temporary sibling folder, then renamed; an earlier copy is renamed aside before
+    and deleted after, so ``dest`` is never half deleted either. A killed publish leaves at most
+    no ``dest`` (the next sweep publishes it again) and hidden ``.<name>.tmp<pid>`` /
+    ``.<name>.old<pid>`` folders, which the next publish removes once that pid is dead."""
     run_dir, dest = Path(run_dir), Path(dest)
     missing = [n for n in PUBLISHED_FILES if not (run_dir / n).exists()]
     if missing:
         raise rundir.RunDirError(f"{run_dir}: cannot publish an unfinished run (no {missing}).")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    stale = re.compile(rf"^\.{re.escape(dest.name)}\.(tmp|old)(\d+)$")
+    for p in dest.parent.iterdir():  # what killed publishers of this run left behind
+        m = stale.match(p.name)
+        if m and int(m.group(2)) != os.getpid() and not rundir.pid_alive(int(m.group(2))):
+            shutil.rmtree(p, ignore_errors=True)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    aside = dest.with_name(f".{dest.name}.old{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name in PUBLISHED_FILES:
@@ -155,8 +165,11 @@ def publish_run(run_dir, dest, save_model=shutil.copy2) -> Path:
         elif (run_dir / name).exists():
             shutil.copy2(run_dir / name, tmp / name)
     if dest.exists():
-        shutil.rmtree(dest)
+        # a rename, not rmtree: a kill half way through rmtree would leave a half run at dest
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(dest, aside)
     os.replace(tmp, dest)
+    shutil.rmtree(aside, ignore_errors=True)
     return dest
 
 

@@ -14,11 +14,19 @@ bpy, no Ray. It reads a rendered data/shapes.npz (render it on a CPU machine and
    ``training.training_stream``), timed after the XLA compile, which is reported on its own;
 2. trains the ``paper`` preset over the β grid (--betas: the seed's β = 1 and β = 102 first),
    one run after another, each for the steps its share of --budget_min affords at the measured
-   rate. Runs checkpoint as they go (the run folders resume, as any run of training.py);
-3. packs every run's model (without the optimizer state), config, summary, history and GIF,
-   and the throughput table and figure, into at most --max_archives zip files of at most
-   --archive_mib MiB each, in priority order (β = 1 and 102 first). What does not fit is listed
-   in manifest.json, never silently dropped.
+   rate. Runs checkpoint as they go (the run folders resume, as any run of training.py). The
+   budget is a hard deadline: a run still training when it passes is checkpointed at its next
+   logging step and stopped ("partial"), and the runs after it are skipped, so the packing
+   always happens before the machine is handed back;
+3. packs every finished run's model (without the optimizer state), config, summary, history and
+   GIF, and the throughput table and figure, then each partial run's config, history and newest
+   checkpoint (unzipped, its folder resumes with ``training.py train``), into at most
+   --max_archives zip files of at most --archive_mib MiB each, in priority order (β = 1 and 102
+   first). What does not fit is listed in manifest.json, never silently dropped. study.json
+   (in the first archive) and manifest.json give every run's status: done, partial (with the
+   step reached), skipped or failed. manifest.json is written last and removed when packing
+   starts: **a pack folder without manifest.json is an interrupted pack**; each archive is
+   written under a temporary name and renamed, so no ``gpu_study_*.zip`` is ever partial.
 
 Score the archives later on any CPU (docs/gpu.md): unzip them into results/gpu_study/ and run
 ``python latentSpace.py report results/gpu_study --protocol study``.
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import zipfile
@@ -137,9 +146,13 @@ def plan_steps(args, rows, n_runs: int) -> tuple[dict, int]:
 
 
 def train_grid(args, data_rows) -> list[dict]:
+    """Trains the β grid until the --budget_min deadline; one result dict per run, its status
+    "done", "partial" (cut by the deadline at a checkpoint: ``steps`` of ``planned_steps``),
+    "skipped: budget spent" or "failed" (with ``error``)."""
     import keras
 
     import training
+    from sbd_vae import rundir
     from sbd_vae.sweep import run_name
 
     betas = sorted(args.betas, key=lambda b: (b not in SEED_BETAS, b))
@@ -147,21 +160,46 @@ def train_grid(args, data_rows) -> list[dict]:
     row, steps = plan_steps(args, data_rows, len(runs))
     log_every = _paper(args).log_every
     every = max(steps // 10 // log_every, 1) * log_every  # ~10 frames and checkpoints a run
-    results, t_start = [], time.time()
+    deadline = time.time() + args.budget_min * 60  # a hard one: the packing must still run
+    results = []
     for beta, seed in runs:
-        elapsed = time.time() - t_start
-        if not args.smoke and elapsed > args.budget_min * 60:
+        out = Path(args.out) / run_name(beta, seed)
+        if time.time() >= deadline:
             results.append(dict(beta=beta, seed=seed, status="skipped: budget spent"))
             continue
         cfg = _paper(args, beta=beta, seed=seed, steps=steps, precision=args.precision,
                      checkpoint_every=every, frame_every=every)  # fmt: skip
+        cfg = _as_started(cfg, out)
         keras.backend.clear_session()
-        out = Path(args.out) / run_name(beta, seed)
-        summary = training.train(cfg, out, progress=True)
-        results.append(dict(beta=beta, seed=seed, run=out.name, status=summary["status"],
-                            steps=summary["step"], img_per_s=summary.get("img_per_s"),
+        try:
+            summary = training.train(cfg, out, progress=True, deadline=deadline)
+        except (training.NonFiniteLoss, rundir.RunDirError, ValueError) as e:
+            # one bad run (NaN, a damaged folder) must not cost the others their archives
+            print(f"[gpu_study] {out.name} failed: {e}", file=sys.stderr)
+            results.append(dict(beta=beta, seed=seed, run=out.name, status="failed",
+                                error=str(e)))  # fmt: skip
+            continue
+        done = summary["status"] == "done"
+        results.append(dict(beta=beta, seed=seed, run=out.name,
+                            status="done" if done else "partial", steps=summary["step"],
+                            planned_steps=cfg.steps, img_per_s=summary.get("img_per_s"),
                             train_seconds=summary.get("train_seconds")))  # fmt: skip
     return results
+
+
+def _as_started(cfg, out: Path):
+    """``cfg`` for a run that an earlier call started in ``out``: its own checkpoint and frame
+    intervals (they follow the img/s measured then; a resume with others would be refused as a
+    changed config), and at least the steps its newest checkpoint reached."""
+    from sbd_vae import rundir
+    from sbd_vae.config import load_config
+
+    if not (out / "config.json").exists():
+        return cfg
+    old = load_config(out)
+    reached = max((int(p.name[5:13]) for p in rundir.list_checkpoints(out)), default=0)
+    return replace(cfg, steps=max(cfg.steps, reached), checkpoint_every=old.checkpoint_every,
+                   frame_every=old.frame_every)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- 3. packing
@@ -183,6 +221,9 @@ def pack(files: list[tuple[Path, str]], dest: Path, max_archives: int, mib: floa
             continue
         sizes[slot] += need
         members[slot].append((path, name))
+    # An earlier pack's manifest would vouch for archives this pack is about to replace: gone
+    # first, so that until the new one is written (last) the folder says "interrupted".
+    (dest / MANIFEST).unlink(missing_ok=True)
     written = []
     for i, group in enumerate(members):
         if not group:
@@ -195,21 +236,50 @@ def pack(files: list[tuple[Path, str]], dest: Path, max_archives: int, mib: floa
         os.replace(tmp, final)
         written.append({"archive": final.name, "bytes": final.stat().st_size,
                         "members": [n for _, n in group]})  # fmt: skip
+    # archives of an earlier, larger pack, and a killed pack's temporaries, are not this pack's
+    for p in dest.glob("gpu_study_*.zip*"):
+        if ARCHIVE_RE.match(p.name) and p.name not in {w["archive"] for w in written}:
+            p.unlink()
     return {"archives": written, "left_out": left_out}
 
 
+def pack_and_index(files, dest: Path, max_archives: int, mib: float, runs: list[dict]) -> dict:
+    """``pack``, then manifest.json (archives, left_out, every run and the partial ones), which
+    is written last (atomically): its presence says the pack is complete."""
+    from sbd_vae import rundir
+
+    manifest = pack(files, dest, max_archives, mib)
+    manifest["runs"] = runs
+    manifest["partial"] = [r["run"] for r in runs if r["status"] == "partial"]
+    rundir.write_json(dest / MANIFEST, manifest)
+    return manifest
+
+
+MANIFEST = "manifest.json"
+ARCHIVE_RE = re.compile(r"^gpu_study_\d+\.zip(\.tmp)?$")
+
+
 RUN_FILES = ("config.json", "summary.json", "history.csv", "model.keras", "training.gif")
+PARTIAL_FILES = ("config.json", "history.csv", "training.gif")  # + the newest checkpoint
 
 
 def files_to_pack(args, results, work: Path) -> list[tuple[Path, str]]:
-    """Throughput first, then each run in grid order (β = 1 and 102 first); every model saved
-    without its optimizer state (``training.save_without_optimizer``)."""
+    """Throughput first, then each finished run in grid order (β = 1 and 102 first), every
+    model saved without its optimizer state (``training.save_without_optimizer``); then each
+    partial run's ``PARTIAL_FILES`` and newest checkpoint, which lets it resume elsewhere (no
+    summary.json or model.keras: the report lists it as unfinished)."""
     import training
+    from sbd_vae import rundir
 
     files = [(work / n, n) for n in ("throughput.json", "throughput.png", "study.json")]
     slim_dir = work / "slim"  # the optimizer-free copies of the models
+    partial = []  # after every finished run: they are worth less
     for r in results:
         run = Path(args.out) / r.get("run", "")
+        if r.get("status") == "partial":
+            ckpts = rundir.list_checkpoints(run)  # newest last; unreadable ones are skipped
+            partial += [(run / n, f"{r['run']}/{n}") for n in PARTIAL_FILES if (run / n).exists()]
+            partial += [(c, f"{r['run']}/checkpoints/{c.name}") for c in ckpts[-1:]]
         if r.get("status") != "done":
             continue
         for name in RUN_FILES:
@@ -221,7 +291,7 @@ def files_to_pack(args, results, work: Path) -> list[tuple[Path, str]]:
                 src = slim
             if src.exists():
                 files.append((src, f"{r['run']}/{name}"))
-    return files
+    return files + partial
 
 
 # ----------------------------------------------------------------------------- main
@@ -260,19 +330,31 @@ def parse(argv):
     return args
 
 
+def load_data(args):
+    """The sampler of --data, or exit 2 with one line that names the file and its fix (a
+    missing file, a damaged one, or an .npz that is not a render of blender/render_shapes.py)."""
+    from sbd_vae.renders import DatasetError
+    from training import make_dataset
+
+    try:
+        return make_dataset(_paper(args))
+    except (OSError, DatasetError, ValueError) as e:
+        print(f"gpu_study.py: error: --data {args.data}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     from sbd_vae import backend, rundir
     from sbd_vae.hardware import gpu_compute_capabilities, machine
-    from training import make_dataset
 
     if backend.name() != "jax":
         raise SystemExit("gpu_study.py runs on JAX: set KERAS_BACKEND=jax")
+    data = load_data(args)  # before the devices are touched: a bad --data costs no device time
     import jax
 
     devices = [str(d) for d in jax.devices()]
     where = ", ".join(sorted(set(d.device_kind for d in jax.devices()))) + f" ({machine()})"
-    data = make_dataset(_paper(args))  # a missing or bad --data fails here, with its fix
     work = Path(args.pack)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -288,10 +370,8 @@ def main(argv=None) -> dict:
         config=asdict(replace(_paper(args), beta=0.0)),
     )  # fmt: skip
     rundir.write_json(work / "study.json", study)
-    manifest = pack(files_to_pack(args, results, work), work, args.max_archives,
-                    args.archive_mib)  # fmt: skip
-    manifest["runs"] = results
-    rundir.write_json(work / "manifest.json", manifest)
+    manifest = pack_and_index(files_to_pack(args, results, work), work, args.max_archives,
+                              args.archive_mib, results)  # fmt: skip
     print(json.dumps({k: manifest[k] for k in ("archives", "left_out")}, indent=1))
     return manifest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +18,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 CLI_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
+# A JAX-only machine, as `make test`'s JAX pass: TensorFlow unimportable (tests/no_tensorflow).
+JAX_ENV = dict(CLI_ENV, KERAS_BACKEND="jax",
+               PYTHONPATH=f"{ROOT / 'tests' / 'no_tensorflow'}{os.pathsep}{ROOT}")  # fmt: skip
+HAS_JAX = importlib.util.find_spec("jax") is not None  # in this interpreter's environment
 STRESS = os.environ.get("STRESS", "") not in ("", "0")  # make stress: the heavy variants
 KILL_POINTS = 10 if STRESS else 3
 TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.tmp|\.png|\.keras|\.gif)$")  # atomic_path temps
@@ -29,9 +34,10 @@ def train_cmd(data, out, *extra) -> list[str]:
             "--out", str(out), "--quiet", *map(str, extra)]  # fmt: skip
 
 
-def run_cli(args, timeout=600) -> subprocess.CompletedProcess:
+def run_cli(args, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """``args`` run by this Python in the repository root (``env``: CLI_ENV, or JAX_ENV)."""
     return subprocess.run(
-        [PY, *map(str, args)], cwd=ROOT, env=CLI_ENV, capture_output=True, text=True,
+        [PY, *map(str, args)], cwd=ROOT, env=env or CLI_ENV, capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
 
@@ -55,9 +61,10 @@ def call_main(main, argv, capsys) -> tuple[int, str]:
     return (0 if code is None else code), capsys.readouterr().err
 
 
-def popen(args, out_log: Path) -> subprocess.Popen:
+def popen(args, out_log: Path, env=None) -> subprocess.Popen:
     f = open(out_log, "w")  # noqa: SIM115  closed by the caller via proc.log.close()
-    proc = subprocess.Popen([PY, *map(str, args)], cwd=ROOT, env=CLI_ENV, stdout=f, stderr=f)
+    proc = subprocess.Popen([PY, *map(str, args)], cwd=ROOT, env=env or CLI_ENV, stdout=f,
+                            stderr=f)  # fmt: skip
     proc.log = f
     return proc
 

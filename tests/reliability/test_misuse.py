@@ -60,6 +60,9 @@ BAD_ARGS = [
     ("training.py", [*T, "--out", "{out}", "--dataset", "mnist"], ["--dataset 'mnist'", "shapes, dsprites"]),
     ("training.py", [*T, "--out", "{out}", "--dataset", "dsprites"], ["--dataset dsprites", "--image_size 64"]),
     ("training.py", [*S, "--out", "{out}", "--dataset", "dsprites"], ["--image_size 64"]),
+    ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--gamma", "5"], ["--gamma enters only --objective capacity's loss", "trains beta", "pass --objective capacity"]),
+    ("training.py", [*T, "--out", "{out}", "--data_path", "{data}", "--objective", "factorvae", "--tc_estimator", "mss"], ["--tc_estimator enters only --objective tcvae's loss", "trains factorvae"]),
+    ("training.py", [*S, "--out", "{out}", "--objectives", "beta", "dipvae_i", "--capacity_max", "10"], ["--capacity_max enters only", "trains beta dipvae_i"]),
     ("training.py", ["train", "--preset", "test"], ["--out"]),
     ("training.py", [], ["command"]),
     ("training.py", [*S, "--out", "{out}", "--betas", "1", "-4"], ["--beta -4"]),
@@ -119,6 +122,55 @@ def test_every_cli_rejects_bad_arguments(shapes_npz, tmp_path, capsys, record):
             failures.append(f"{cli} {' '.join(argv)}: wrote {sorted(out.rglob('*'))}")
         record("bad CLI arguments (4 CLIs, in-process main)", len(failures) == n_failed)
     assert not failures, "\n".join(failures)
+
+
+MISUSE_ENV = [  # (KERAS_BACKEND, a backend to pretend is not installed, words of the error)
+    ("torch", None, ["KERAS_BACKEND=torch", "runs on tensorflow or jax", "KERAS_BACKEND=jax"]),
+    ("jax", "jax", ["KERAS_BACKEND=jax: jax is not installed", "KERAS_BACKEND=tensorflow"]),
+]
+
+
+@pytest.mark.parametrize("value, absent, words", MISUSE_ENV)
+def test_an_unusable_keras_backend_is_one_line_with_the_fix(value, absent, words, shapes_npz,
+                                                            tmp_path, capsys, monkeypatch,
+                                                            record):  # fmt: skip
+    """KERAS_BACKEND naming a backend this code does not run on, or one not installed: training
+    and latentSpace exit 2 with the fix before anything is written (``backend.check_requested``
+    reads the variable without importing Keras)."""
+    import importlib.util
+
+    import latentSpace
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == absent else real(n, *a))  # fmt: skip
+    monkeypatch.setenv("KERAS_BACKEND", value)
+    out = tmp_path / "run"
+    ok = True
+    for main, argv in ((training.main, [*T, "--out", str(out), "--data_path", shapes_npz]),
+                       (latentSpace.main, ["evaluate", str(out)])):  # fmt: skip
+        code, err = call_main(main, argv, capsys)
+        ok = ok and code == 2 and all(w in err for w in words) and not out.exists()
+        record("bad KERAS_BACKEND (training, latentSpace)", ok)
+        assert ok, (code, err)
+
+
+def test_distribute_mirrored_with_one_device_is_refused(shapes_npz, tmp_path, capsys, record):
+    """--distribute mirrored where one device is visible would train on that one device: refused
+    before anything is written (train and sweep)."""
+    import tensorflow as tf
+
+    if len(tf.config.list_logical_devices("CPU")) != 1 or tf.config.list_logical_devices("GPU"):
+        pytest.skip("this process sees several devices")
+    out = tmp_path / "run"
+    ok = True
+    for head in (T, S):
+        argv = [*head, "--out", str(out), "--data_path", shapes_npz, "--distribute", "mirrored"]
+        code, err = call_main(training.main, argv, capsys)
+        ok = ok and code == 2 and "--distribute mirrored: only one device" in err
+        ok = ok and not out.exists()
+        record("--distribute mirrored with one device", ok)
+        assert ok, (code, err)
 
 
 def test_bad_arguments_in_a_real_process_have_no_traceback(tmp_path, record):
