@@ -44,6 +44,8 @@ study_wide: setup
 	$(PY) training.py sweep --preset wide --betas $(WIDE_BETAS) --seeds $(STUDY_SEEDS) \
 		--out $(WIDE_RUNS) --publish results/study_wide
 	$(PY) latentSpace.py report results/study_wide --protocol study
+	$(PY) scripts/compare_studies.py results/study results/study_wide --step 8000 \
+		--out results/study_wide/narrow_vs_wide.md
 
 ## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability) on
 ## TensorFlow, then the model, training, evaluation, notebook and Ray tests again on JAX with TensorFlow
