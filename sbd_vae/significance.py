@@ -143,7 +143,7 @@ def detectable_difference(sd: float, n_a: int, n_b: int | None = None, alpha: fl
     return float(sd * brentq(lambda d: _t_power(d, n_a, n_b, alpha) - power, 0.0, hi))
 
 
-def _pair(a, b, min_seeds: int, alpha: float, power: float) -> dict:
+def welch_pair(a, b, min_seeds: int, alpha: float, power: float) -> dict:
     """``welch(a, b)`` with mean_a, mean_b, sd_pooled and detectable; p NaN (and a note) when
     either side has fewer than ``min_seeds`` seeds."""
     w = welch(a, b)
@@ -156,7 +156,7 @@ def _pair(a, b, min_seeds: int, alpha: float, power: float) -> dict:
     return out
 
 
-def _holm_rows(rows: list[dict], alpha: float) -> list[dict]:
+def holm_rows(rows: list[dict], alpha: float) -> list[dict]:
     """Adds p_holm (``holm`` over the rows' p: the rows are one family), family (its size) and
     differs (p_holm < ``alpha``) to each row."""
     adjusted = holm([r["p"] for r in rows])
@@ -209,9 +209,9 @@ def pairwise_betas(records, key: str, alpha: float = ALPHA, min_seeds: int = MIN
     sd_pooled, detectable (``detectable_difference`` at ``power``), note). p is NaN, and the pair
     outside the family, with fewer than ``min_seeds`` seeds on a side or no seed variance."""
     vals = values_by_beta(records, key)
-    rows = [dict(beta_a=hi, beta_b=lo, **_pair(vals[hi], vals[lo], min_seeds, alpha, power))
+    rows = [dict(beta_a=hi, beta_b=lo, **welch_pair(vals[hi], vals[lo], min_seeds, alpha, power))
             for lo, hi in combinations(vals, 2)]  # fmt: skip
-    return _holm_rows(rows, alpha)
+    return holm_rows(rows, alpha)
 
 
 def by_objective(records) -> dict[str, list]:
@@ -314,14 +314,14 @@ def compare_objectives(records, key: str, min_seeds: int = MIN_SEEDS, alpha: flo
         for b, vals in values_by_beta(recs, key).items():
             if b not in ref_vals:
                 continue
-            t = _pair(vals, ref_vals[b], min_seeds, alpha, power)
+            t = welch_pair(vals, ref_vals[b], min_seeds, alpha, power)
             rows.append(dict(beta=b, reference=ref, objective=objective, n=t["n_a"],
                              n_ref=t["n_b"], mean=t["mean_a"], mean_ref=t["mean_b"],
                              **{k: t[k] for k in ("diff", "ci", "p", "t", "df", "sd_pooled",
                                                   "detectable", "note")}))  # fmt: skip
-    return _holm_rows(rows, alpha)
+    return holm_rows(rows, alpha)
 
 
 __all__ = ["ALPHA", "LEVEL", "MIN_SEEDS", "NO_VARIANCE", "POWER", "by_objective", "compare_betas",
-           "compare_objectives", "detectable_difference", "holm", "pairwise_betas", "pooled_sd",
-           "trend", "values_by_beta", "welch"]  # fmt: skip
+           "compare_objectives", "detectable_difference", "holm", "holm_rows", "pairwise_betas", "pooled_sd",
+           "trend", "values_by_beta", "welch", "welch_pair"]  # fmt: skip

@@ -59,16 +59,11 @@ def compare(a: Path, b: Path, step: int, keys=KEYS) -> list[dict]:
         sa, sb = scores_at(a, step, key), scores_at(b, step, key)
         family = []
         for beta in sorted(set(sa) & set(sb)):
-            xa, xb = np.asarray(sa[beta]), np.asarray(sb[beta])
-            w = sig.welch(xb, xa)
-            if min(len(xa), len(xb)) < sig.MIN_SEEDS and not w["note"]:
-                w.update(p=float("nan"), note=f"fewer than {sig.MIN_SEEDS} seeds: not tested")
-            sd = sig.pooled_sd(xb, xa)
-            family.append(dict(w, key=key, beta=beta, n_a=len(xa), n_b=len(xb),
-                               mean_a=float(xa.mean()), mean_b=float(xb.mean()),
-                               detectable=sig.detectable_difference(sd, len(xb), len(xa))))  # fmt: skip
-        adjusted = sig.holm([r["p"] for r in family])
-        rows += [dict(r, p_holm=float(q)) for r, q in zip(family, adjusted)]
+            # welch_pair's first group is b (so diff = b − a); the table names the groups a, b
+            w = sig.welch_pair(sb[beta], sa[beta], sig.MIN_SEEDS, sig.ALPHA, sig.POWER)
+            family.append(dict(w, key=key, beta=beta, n_a=w["n_b"], n_b=w["n_a"],
+                               mean_a=w["mean_b"], mean_b=w["mean_a"]))  # fmt: skip
+        rows += sig.holm_rows(family, sig.ALPHA)
     return rows
 
 
