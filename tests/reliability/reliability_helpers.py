@@ -97,6 +97,39 @@ def temp_files(directory) -> list[str]:
         return []
 
 
+CKPT_TEMP_RE = re.compile(r"^\.ckpt-(\d{8})\.npz\.")  # a checkpoint being written
+
+
+def kill_in_checkpoint_write(start, run, step: int, every: int, attempts: int = 5,
+                             timeout: float = 300):  # fmt: skip
+    """SIGKILLs a training while it writes a checkpoint of step >= ``step``: (hit, last process).
+
+    ``start()`` launches the training command (a new process, which resumes the run). A small
+    model's checkpoint is written in milliseconds, so a kill sent the moment its temporary file
+    is seen can land after the rename, more often on a loaded machine (one CI run lost this race).
+    A miss is still a valid kill between two writes: the next attempt resumes the run and aims at
+    the next checkpoint, up to ``attempts`` times. ``hit`` is True once a write was interrupted
+    (its temporary file is left in checkpoints/), False if the run finished first.
+    """
+    from sbd_vae import rundir
+
+    def writing():
+        names = temp_files(Path(run) / "checkpoints")
+        return any((m := CKPT_TEMP_RE.match(n)) and int(m.group(1)) >= step for n in names)
+
+    for _ in range(attempts):
+        proc = start()
+        try:
+            hit = wait_until(proc, writing, timeout=timeout)
+        finally:
+            kill9(proc)  # also when the wait failed: no training outlives the test
+        if not hit or temp_files(Path(run) / "checkpoints"):
+            return hit, proc
+        done = rundir.list_checkpoints(Path(run))  # missed: the write completed before the kill
+        step = (int(done[-1].name[5:13]) if done else 0) + every
+    raise AssertionError(f"{attempts} kills all landed after the checkpoint write they aimed at")
+
+
 # ----------------------------------------------------------------------------- damage
 def flip_bit(path, pos: int, bit: int) -> None:
     b = bytearray(Path(path).read_bytes())

@@ -31,6 +31,7 @@ from reliability_helpers import (
     flip_bit,
     history_steps,
     kill9,
+    kill_in_checkpoint_write,
     model_weights,
     popen,
     run_cli,
@@ -107,11 +108,6 @@ def _kills():
                                                               ("step", 0.5))]  # fmt: skip
 
 
-def _ckpt_write(run, step):
-    return lambda: any(n.startswith(f".ckpt-{step:08d}.npz.") for n in
-                       temp_files(run / "checkpoints"))  # fmt: skip
-
-
 def _past_step(run, step):
     return lambda: max(history_steps(run), default=0) >= step
 
@@ -124,16 +120,17 @@ def test_kill9_then_resume_equals_uninterrupted(variant, kind, at, variant_ref, 
     env, run = _env(variant), tmp_path / "run"
     ok = False
     try:
-        proc = popen(_cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env)
-        try:
-            if kind == "ckpt":
-                hit = wait_until(proc, _ckpt_write(run, at), timeout=WAIT_S)
-            else:
+        start = lambda: popen(_cmd(variant, shapes_npz, run), tmp_path / "killed.log", env=env)  # noqa: E731
+        if kind == "ckpt":
+            hit, proc = kill_in_checkpoint_write(start, run, at, CKPT_EVERY, timeout=WAIT_S)
+        else:
+            proc = start()
+            try:
                 hit = wait_until(proc, _past_step(run, int(at * STEPS)), WAIT_S, poll=0.005)
                 time.sleep(np.random.RandomState(len(variant)).uniform(0.0, 1.0))
                 hit = hit and proc.poll() is None
-        finally:
-            kill9(proc)  # also when the wait failed: no training outlives the test
+            finally:
+                kill9(proc)  # also when the wait failed: no training outlives the test
         if not hit:
             assert proc.returncode == 0, (tmp_path / "killed.log").read_text()[-3000:]
             pytest.skip(f"the run finished before kill point {kind}={at}")

@@ -11,7 +11,6 @@ here against the reference run, itself made by another process.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 
@@ -25,6 +24,7 @@ from reliability_helpers import (
     history_steps,
     history_values,
     kill9,
+    kill_in_checkpoint_write,
     model_weights,
     popen,
     run_cli,
@@ -49,14 +49,6 @@ def kill_plan(n: int, seed: int = 7) -> list[tuple[str, float]]:
 
 
 PLAN = kill_plan(KILL_POINTS)
-
-
-def _ckpt_temp(run, step):
-    pat = re.compile(r"^\.ckpt-(\d{8})\.npz\.")
-    return lambda: any(
-        (m := pat.match(name)) and int(m.group(1)) >= step
-        for name in temp_files(run / "checkpoints")
-    )
 
 
 def _kill_at_progress(proc, run, u: float, rng) -> bool:
@@ -90,12 +82,13 @@ def test_kill9_then_rerun_equals_uninterrupted(kind, arg, ref_run, ref_weights, 
     scenario = "kill -9 during a checkpoint write" if kind == "ckpt" else "kill -9 at a random step"
     survived, lost, redone = False, "none", None
     try:
-        proc = popen(cmd[1:], tmp_path / "killed.log")
         if kind == "ckpt":
-            hit = wait_until(proc, _ckpt_temp(run, int(arg) * CKPT_EVERY))
+            start = lambda: popen(cmd[1:], tmp_path / "killed.log")  # noqa: E731
+            hit, proc = kill_in_checkpoint_write(start, run, int(arg) * CKPT_EVERY, CKPT_EVERY)
         else:
+            proc = popen(cmd[1:], tmp_path / "killed.log")
             hit = _kill_at_progress(proc, run, arg, np.random.RandomState(int(arg * 1000)))
-        kill9(proc)
+            kill9(proc)
         if not hit:
             log = (tmp_path / "killed.log").read_text()[-3000:]
             assert proc.returncode == 0, f"the run failed before the kill point:\n{log}"
@@ -151,9 +144,9 @@ def test_two_kills_in_a_row(ref_run, ref_weights, shapes_npz, tmp_path, record):
     survived = False
     try:
         for i, step in enumerate((20, 60)):
-            proc = popen(cmd[1:], tmp_path / f"killed{i}.log")
-            assert wait_until(proc, _ckpt_temp(run, step)), f"no checkpoint write at {step}"
-            kill9(proc)
+            start = lambda i=i: popen(cmd[1:], tmp_path / f"killed{i}.log")  # noqa: E731
+            hit, _ = kill_in_checkpoint_write(start, run, step, CKPT_EVERY)
+            assert hit, f"the run ended before a checkpoint write at or after step {step}"
             assert check_final_files(run) == []
         res = run_cli(cmd[1:])
         assert res.returncode == 0, res.stderr[-3000:]
