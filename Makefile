@@ -6,7 +6,7 @@ SWEEP   ?= results/study
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup data demo study study_wide test bench stress figures explorer_png lint format clean
+.PHONY: setup data demo study study_wide seed_128 test bench stress figures explorer_png lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +46,25 @@ study_wide: setup
 	$(PY) latentSpace.py report results/study_wide --protocol study
 	$(PY) scripts/compare_studies.py results/study results/study_wide --step 8000 \
 		--out results/study_wide/narrow_vs_wide.md
+
+## seed_128: the seed's own contrast at 128² (results/seed_128/README.md): the paper preset, β = 1
+## against β = 102, one seed each, a qualitative reproduction; resumable (a larger SEED128_STEPS
+## extends the finished runs). Scores the final models and the SEED128_SCORED snapshots.
+SEED128_RUNS   := runs/seed_128
+SEED128_STEPS  := 4000
+SEED128_SCORED := 1000 2000
+seed_128: setup
+	$(PY) blender/render_shapes.py --out $(DATA)
+	$(PY) training.py sweep --preset paper --betas 1 102 --seeds 0 --steps $(SEED128_STEPS) \
+		--frame_every 200 --snapshot_steps 500 1000 2000 3000 4000 --out $(SEED128_RUNS)
+	for run in $(SEED128_RUNS)/beta*_seed0; do \
+		$(PY) latentSpace.py evaluate $$run --protocol study --steps $(SEED128_SCORED) || exit 1; done
+	$(PY) training.py sweep --preset paper --betas 1 102 --seeds 0 --steps $(SEED128_STEPS) \
+		--frame_every 200 --snapshot_steps 500 1000 2000 3000 4000 --out $(SEED128_RUNS) \
+		--publish results/seed_128
+	$(PY) latentSpace.py report results/seed_128 --protocol study
+	$(PY) scripts/training_budget.py results/seed_128/beta1_seed0 results/seed_128/beta102_seed0 \
+		--steps 500 1000 2000 3000 4000 --out results/seed_128
 
 ## test: the whole suite (unit, real renders, real short trainings, notebooks, reliability) on
 ## TensorFlow, then the model, training, evaluation, notebook and Ray tests again on JAX with TensorFlow

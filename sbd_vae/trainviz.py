@@ -91,6 +91,32 @@ def plot_kl_dims(run_dir, out=None):
     return _maybe_save(fig, out)
 
 
+# A latent "carries information" once its logged KL (nats, averaged over a logging interval) is
+# above this. Fixed before the 128² runs were read (results/seed_128/budget.md); the study's
+# active-unit count uses Var_x μ_d instead (encoding.ACTIVE_VAR), which needs an evaluation pass.
+ONSET_NATS = 1.0
+
+
+def latent_onsets(rows: list[dict], nats: float = ONSET_NATS) -> dict[int, int | None]:
+    """{latent d: the first logged step from which its KL stays above ``nats`` to the last row of
+    ``rows`` (rundir.read_history), or None if it is not above at the end}.
+
+    When each unit switched on: under a β-VAE objective units open one at a time, the factor that
+    buys the most reconstruction per nat first (Burgess et al. 2018, §4), so the onset steps say
+    which budget gets a model past position and size. A unit that opened and closed again has no
+    onset."""
+    dims = sorted(int(k[3:]) for k in (rows[0] if rows else {}) if k.startswith("kl_"))
+    onsets: dict[int, int | None] = {}
+    for d in dims:
+        onset = None
+        for row in reversed(rows):  # the last stretch above the threshold, walked backwards
+            if not row[f"kl_{d}"] > nats:
+                break
+            onset = int(row["step"])
+        onsets[d] = onset
+    return onsets
+
+
 def latest_frame(run_dir) -> Path | None:
     """Path of the newest reconstruction frame (frames/frame_<step>.png), or None."""
     frames = sorted((Path(run_dir) / "frames").glob("frame_*.png"))
