@@ -227,6 +227,9 @@ def local_sweep(
             entry.update(status="failed", error=str(e))
             print(f"[sweep] {entry['name']} failed: {e}", file=sys.stderr)
         rundir.write_json(out / "sweep.json", index)
+    # also when every run was already done (e.g. trained by `training.py train` into this folder):
+    # the report and the notebooks find the sweep by this file
+    rundir.write_json(out / "sweep.json", index)
     if published is not None:
         rundir.write_json(published / "sweep.json", index)
     if progress:

@@ -50,3 +50,17 @@ def test_sweep_exit_status_counts_its_grid_only(tmp_path, monkeypatch):
     rc = training.main(["sweep", "--preset", "test", "--betas", "4", "--seeds", "0",
                         "--out", str(tmp_path), "--quiet"])  # fmt: skip
     assert rc == 0
+
+
+def test_a_grid_trained_before_the_sweep_gets_its_index(tmp_path):
+    """Runs made one by one with `training.py train` into the sweep's folder: the sweep trains
+    nothing and still writes sweep.json, which the report and the notebooks read."""
+    base = training.preset_config("test")
+    for beta in (1, 4):
+        _fake_train([])(base, tmp_path / f"beta{beta}_seed0")
+    seen = []
+    local_sweep(base, [1, 4], [0], tmp_path, train_fn=_fake_train(seen), progress=False)
+    assert seen == []
+    runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [(r["name"], r["status"]) for r in runs] == [("beta1_seed0", "done"),
+                                                        ("beta4_seed0", "done")]  # fmt: skip
