@@ -17,7 +17,7 @@ Models
   and -II (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
   unlabeled observations", ICLR) or FactorVAE (Kim & Mnih 2018, "Disentangling by factorising",
   ICML); their formulas: ``BetaVAE.compute_terms``, ``tc_decomposition``, ``dip_covariance``,
-  ``dip_penalties``, ``BetaVAE._factorvae`` (its ``Discriminator`` and ``OptimizerState``).
+  ``dip_penalties``, ``factorvae_terms`` (its ``Discriminator`` and ``OptimizerState``).
 
 Loss reductions (every objective, both likelihoods)
 ---------------------------------------------------
@@ -59,9 +59,10 @@ import types
 import keras
 from keras import layers, ops
 
-from sbd_vae import backend
+from sbd_vae import backend, steps
 from sbd_vae.architectures import PKG, DlibConvEncoder, DlibDeconvDecoder  # noqa: F401  (API)
 from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of this module's API)
+    AUXILIARY_NETS,
     DECODER,
     DECODERS,
     DIP_LAMBDA_D_FACTOR,
@@ -73,6 +74,7 @@ from sbd_vae.hparams import (  # noqa: F401  (DECODERS … beta_norm: part of th
     LOGVAR_MAX,
     LOGVAR_MIN,
     MODEL_ARGS,
+    OBJECTIVE_TERMS,
     OBJECTIVES,
     TC_DATASET_SIZE,
     TC_ESTIMATOR,
@@ -394,6 +396,28 @@ def permute_dims(z, seed_generator):
     return ops.take_along_axis(z, ops.argsort(keys, axis=0), axis=0)  # a permutation per column
 
 
+def factorvae_terms(discriminator, permute_seed, z) -> dict:
+    """FactorVAE's terms (Kim & Mnih 2018, Eq. 2 and Alg. 1) on sampled codes z (B, D), float32:
+    ``tc``, ``discriminator_loss``, ``discriminator_accuracy`` (scalars).
+
+    VAE:  loss = recon + KL + γ · tc,  tc ≈ E[logit_real(z) − logit_permuted(z)] (the density
+          ratio trick), γ = --beta; the discriminator's weights are held constant here.
+    Discriminator: −(½ E log D(z)_real + ½ E log D(perm(z))_permuted), z held constant
+          (``stop_gradient``), so only the discriminator learns from it: it is the auxiliary net's
+          loss (``hparams.AUXILIARY_NETS``), which the steps train with its own optimiser.
+    Formulas as disentanglement_lib's FactorVAE (log-softmax for its clipped log-probs);
+    ``permute_seed`` draws the permutations (``permute_dims``)."""
+    logits = discriminator.frozen(z)  # (B, 2), gradient to the encoder only
+    tc = ops.mean(logits[:, 0] - logits[:, 1])
+    fixed = ops.stop_gradient(z)
+    real = ops.log_softmax(discriminator(fixed), axis=-1)  # (B, 2)
+    fake = ops.log_softmax(discriminator(permute_dims(fixed, permute_seed)), axis=-1)
+    disc_loss = -0.5 * (ops.mean(real[:, 0]) + ops.mean(fake[:, 1]))
+    accuracy = 0.5 * (ops.mean(ops.cast(real[:, 0] > real[:, 1], "float32"))
+                      + ops.mean(ops.cast(fake[:, 1] > fake[:, 0], "float32")))  # fmt: skip
+    return {"tc": tc, "discriminator_loss": disc_loss, "discriminator_accuracy": accuracy}
+
+
 @keras.saving.register_keras_serializable(package=PKG)
 class Discriminator(keras.Model):
     """FactorVAE's discriminator (Kim & Mnih 2018, "Disentangling by factorising", ICML):
@@ -517,18 +541,27 @@ class BetaVAE(keras.Model):
         self.encoder = self._network(ENCODERS[encoder], "encoder")
         self.decoder = self._network(DECODERS[decoder], "decoder")
         self.sampling = Sampling(seed, name="sampling")
-        if objective == "factorvae":
-            self.discriminator = Discriminator(latent_dim, **FACTORVAE_DISCRIMINATOR,
-                                               name="discriminator")  # fmt: skip
-            self.discriminator_state = OptimizerState(name="discriminator_optimizer")
-            self.permute_seed = keras.random.SeedGenerator(seed, name="permute_seed")
+        # the objective's auxiliary nets (FactorVAE's discriminator), each with its optimiser's
+        # state and its loss's seeds, in this order (model.variables': checkpoints follow it)
+        for aux in AUXILIARY_NETS.get(objective, ()):
+            setattr(self, aux.name, self._network(aux.network, aux.name, **aux.kwargs))
+            setattr(self, aux.state, OptimizerState(aux.adam, name=aux.name + "_optimizer"))
+            for name in aux.seeds:
+                setattr(self, name, keras.random.SeedGenerator(seed, name=name))
         self.trackers = {n: keras.metrics.Mean(name=n) for n in ["loss", *self.term_names()]}
         self.data_warp = None  # dataset.ShapesDataset.warp, for batches of warp parameters
 
-    def _network(self, spec, name):
-        """The encoder or decoder ``spec`` (an ``hparams.Network``) names, built from this
-        model's values of the arguments it takes."""
-        return spec.resolve()(**{a: getattr(self, a) for a in spec.args}, name=name)
+    def _network(self, spec, name, **kwargs):
+        """The network ``spec`` (an ``hparams.Network``: the encoder, the decoder or an
+        auxiliary net) names, built from this model's values of the arguments it takes."""
+        return spec.resolve()(**{a: getattr(self, a) for a in spec.args}, **kwargs, name=name)
+
+    def auxiliaries(self) -> list:
+        """[(``hparams.Auxiliary``, its network, its optimiser)] of the objective's auxiliary
+        nets (``AUXILIARY_NETS``; [] for most): what the steps (``sbd_vae.steps``) train besides
+        the VAE, each on its own loss term with its own optimiser."""
+        return [(aux, getattr(self, aux.name), getattr(self, aux.state).get_optimizer())
+                for aux in AUXILIARY_NETS.get(self.objective, ())]  # fmt: skip
 
     # ----------------------------------------------------------------- public API
     @property
@@ -539,24 +572,23 @@ class BetaVAE(keras.Model):
         s = self.image_size
         self.encoder(ops.zeros((1, s, s, 1)))  # subclassed models build by tracing one batch
         self.decoder(ops.zeros((1, self.latent_dim)))
-        if self.objective == "factorvae":
-            self.discriminator(ops.zeros((1, self.latent_dim)))
-            self.discriminator_state.build_for(self.discriminator.trainable_variables)
+        for aux, net, _ in self.auxiliaries():  # each reads the codes z (1, D)
+            net(ops.zeros((1, self.latent_dim)))
+            getattr(self, aux.state).build_for(net.trainable_variables)
         self.built = True
 
     def compile_from_config(self, config):
         """Keras' loading of a saved compile config, with the optimiser built on
         ``vae_variables()`` as ``training.build_model`` builds it, so that a saved FactorVAE's
-        optimiser state matches and loads (the discriminator has its own optimiser)."""
+        optimiser state matches and loads (an auxiliary net has its own optimiser)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.vae_variables())
 
     def vae_variables(self) -> list:
-        """The trainable variables the main optimiser updates: all but FactorVAE's discriminator."""
-        if self.objective != "factorvae":
-            return list(self.trainable_variables)
-        own = {id(v) for v in self.discriminator.trainable_variables}
+        """The trainable variables the main optimiser updates: all but the auxiliary nets'
+        (FactorVAE's discriminator)."""
+        own = {id(v) for _, net, _ in self.auxiliaries() for v in net.trainable_variables}
         return [v for v in self.trainable_variables if id(v) not in own]
 
     def encode(self, x):
@@ -604,12 +636,7 @@ class BetaVAE(keras.Model):
         return self.capacity_max * ops.minimum(1.0, t / float(max(self.capacity_steps, 1)))
 
     # The terms an objective reports besides those of every objective (term_names).
-    EXTRA_TERMS = {
-        "tcvae": ("mi", "tc", "dimwise_kl"),
-        "dipvae_i": ("dip_offdiag", "dip_diag"),
-        "dipvae_ii": ("dip_offdiag", "dip_diag"),
-        "factorvae": ("tc", "discriminator_loss", "discriminator_accuracy"),
-    }
+    EXTRA_TERMS = OBJECTIVE_TERMS
 
     def term_names(self) -> list[str]:
         """The scalar terms ``compute_terms`` reports, in tracker (and history.csv) order: those of
@@ -629,7 +656,7 @@ class BetaVAE(keras.Model):
                      the ELBO with a one-sample KL.
         - dipvae_i/ii: recon + KL + λ_od · Σ_{i≠j} C_ij² + λ_d · Σ_i (C_ii − 1)², λ_od = β,
                      λ_d = ``DIP_LAMBDA_D_FACTOR`` · β (terms dip_offdiag, dip_diag, unweighted).
-        - factorvae: recon + KL + β · TC by the discriminator (``_factorvae``; terms tc,
+        - factorvae: recon + KL + β · TC by the discriminator (``factorvae_terms``; terms tc,
                      discriminator_loss, discriminator_accuracy).
         The batch statistics (TC, the DIP covariance, FactorVAE's permutation) are over the local
         batch under tf.distribute.
@@ -657,7 +684,8 @@ class BetaVAE(keras.Model):
             loss = recon + parts["mi"] + self.beta * parts["tc"] + parts["dimwise_kl"]
             terms.update(parts)
         elif self.objective == "factorvae":
-            loss, parts = self._factorvae(recon, kl, ops.cast(z, "float32"))
+            parts = factorvae_terms(self.discriminator, self.permute_seed, ops.cast(z, "float32"))
+            loss = recon + kl + self.beta * parts["tc"]
             terms.update(parts)
         else:  # dipvae_i, dipvae_ii
             off, diag = dip_penalties(
@@ -668,47 +696,26 @@ class BetaVAE(keras.Model):
             terms.update(dip_offdiag=off, dip_diag=diag)
         return loss, terms
 
-    def _factorvae(self, recon, kl, z):
-        """FactorVAE (Kim & Mnih 2018, Eq. 2 and Alg. 1) on sampled codes z (B, D), float32.
-
-        VAE:  loss = recon + KL + γ · TC,  TC ≈ E[logit_real(z) − logit_permuted(z)] (the density
-              ratio trick), γ = --beta; the discriminator's weights are held constant here.
-        Discriminator: −(½ E log D(z)_real + ½ E log D(perm(z))_permuted), z held constant
-              (``stop_gradient``), so only the discriminator learns from it. The training steps
-              add it to the loss they differentiate and give each optimiser its own gradients.
-        Formulas as disentanglement_lib's FactorVAE (log-softmax for its clipped log-probs)."""
-        logits = self.discriminator.frozen(z)  # (B, 2), gradient to the encoder only
-        tc = ops.mean(logits[:, 0] - logits[:, 1])
-        fixed = ops.stop_gradient(z)
-        real = ops.log_softmax(self.discriminator(fixed), axis=-1)  # (B, 2)
-        fake = ops.log_softmax(self.discriminator(permute_dims(fixed, self.permute_seed)), axis=-1)
-        disc_loss = -0.5 * (ops.mean(real[:, 0]) + ops.mean(fake[:, 1]))
-        accuracy = 0.5 * (ops.mean(ops.cast(real[:, 0] > real[:, 1], "float32"))
-                          + ops.mean(ops.cast(fake[:, 1] > fake[:, 0], "float32")))  # fmt: skip
-        parts = {"tc": tc, "discriminator_loss": disc_loss, "discriminator_accuracy": accuracy}
-        return recon + kl + self.beta * tc, parts
-
     def auxiliary_loss(self, terms):
-        """What the steps differentiate besides the VAE loss: FactorVAE's discriminator loss
-        (its gradient reaches only the discriminator), else 0."""
-        return terms["discriminator_loss"] if self.objective == "factorvae" else 0.0
+        """What the steps differentiate besides the VAE loss: the sum of the auxiliary nets'
+        loss terms (FactorVAE's discriminator loss, whose gradient reaches only the
+        discriminator), else 0."""
+        return steps.auxiliary_loss(self, terms)
 
-    def _update_trackers(self, batch, loss, terms):
+    def update_trackers(self, batch, loss, terms):
         """Batch-weighted means of ``loss`` and every term; returns the logs dict."""
         for name, value in {"loss": loss, **terms}.items():
             self.trackers[name].update_state(value, sample_weight=batch)
         return {name: t.result() for name, t in self.trackers.items()}
 
     # ----------------------------------------------------------------- training steps
-    # Keras calls train_step(data) on TensorFlow and train_step(state, data) on JAX, where the
-    # step is a pure function of the model's state (the JAX trainer passes the variables' values
-    # and takes the new ones back). Both run the same ``compute_terms``; only the gradient
-    # machinery differs.
+    # Keras calls train_step(data) on TensorFlow and train_step(state, data) on JAX; both run
+    # ``compute_terms``, and the gradient machinery of each backend is in sbd_vae/steps.py.
     def train_step(self, *args):
-        return self._jax_train_step(*args) if backend.is_jax() else self._tf_train_step(*args)
+        return steps.train_step(self, *args)
 
     def test_step(self, *args):
-        return self._jax_test_step(*args) if backend.is_jax() else self._tf_test_step(*args)
+        return steps.test_step(self, *args)
 
     def images_of(self, data):
         """The (B, S, S, 1) images of a batch: ``data`` is images, (images, factors), or a dict
@@ -723,108 +730,6 @@ class BetaVAE(keras.Model):
                 )
             x = self.data_warp(**x)  # keyword arguments: dataset.WARP_KEYS
         return x
-
-    def _tf_train_step(self, data):
-        import tensorflow as tf  # only on the TF backend: JAX never imports TensorFlow
-
-        x = self.images_of(data)  # (B, S, S, 1); labels are ignored
-        vae_vars = self.vae_variables()
-        with tf.GradientTape(persistent=self.objective == "factorvae") as tape:
-            loss, terms = self.compute_terms(x, training=True)
-            # 1/R per replica, so the SUM all-reduce of gradients gives the global-batch mean.
-            replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
-            scaled = self.optimizer.scale_loss(loss / replicas)  # loss scale (float16)
-            aux = self.auxiliary_loss(terms) / replicas
-        grads = tape.gradient(scaled, vae_vars)
-        self.optimizer.apply_gradients(zip(grads, vae_vars))
-        if self.objective == "factorvae":  # the discriminator, with its own Adam
-            disc = self.discriminator.trainable_variables
-            opt = self.discriminator_state.get_optimizer()
-            opt.apply_gradients(zip(tape.gradient(aux, disc), disc))
-            del tape
-        return self._update_trackers(ops.shape(x)[0], loss, terms)
-
-    def _tf_test_step(self, data):
-        x = self.images_of(data)
-        loss, terms = self.compute_terms(x, training=False)
-        return self._update_trackers(ops.shape(x)[0], loss, terms)
-
-    def _stateless(self, pairs, fn):
-        """Runs ``fn()`` with the model's variables read from (and written to) the values in
-        ``pairs`` [(variable, value)]: Keras' StatelessScope, as ``stateless_call`` uses.
-        Returns (fn's result, {id(variable): new value} for the variables fn assigned)."""
-        with keras.StatelessScope(state_mapping=pairs) as scope:
-            out = fn()
-        updates = {}
-        for v, _ in pairs:
-            new = scope.get_current_value(v)
-            if new is not None:
-                updates[id(v)] = new
-        return out, updates
-
-    def _jax_train_step(self, state, data):
-        import jax
-
-        trainable, non_trainable, opt_vars, metric_vars = state
-        x = self.images_of(data)  # (B, S, S, 1), the global batch (sharded over devices)
-        fixed = [*zip(self.non_trainable_variables, non_trainable),
-                 *zip(self.optimizer.variables, opt_vars)]  # fmt: skip
-
-        def loss_fn(values):
-            pairs = [*zip(self.trainable_variables, values), *fixed]
-
-            def terms():
-                loss, t = self.compute_terms(x, training=True)
-                return self.optimizer.scale_loss(loss) + self.auxiliary_loss(t), (loss, t)
-
-            (scaled, aux), updates = self._stateless(pairs, terms)
-            # the SeedGenerator states (non-trainable) advance inside the step
-            new_nt = [updates.get(id(v), val) for v, val in zip(self.non_trainable_variables,
-                                                                   non_trainable)]  # fmt: skip
-            return scaled, (aux, new_nt)
-
-        (_, ((loss, terms), non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable
-        )
-        # Each optimiser updates its own variables: the VAE's, and FactorVAE's discriminator's
-        # (whose Adam state is non-trainable model state: OptimizerState).
-        trainable, non_trainable = list(trainable), list(non_trainable)
-        index = {id(v): i for i, v in enumerate(self.trainable_variables)}
-        vae = [index[id(v)] for v in self.vae_variables()]
-        new, opt_vars = self.optimizer.stateless_apply(
-            opt_vars, [grads[i] for i in vae], [trainable[i] for i in vae]
-        )
-        for i, value in zip(vae, new):
-            trainable[i] = value
-        if self.objective == "factorvae":
-            opt = self.discriminator_state.get_optimizer()
-            slot_of = {id(v): i for i, v in enumerate(self.non_trainable_variables)}
-            slots = [slot_of[id(v)] for v in opt.variables]
-            disc = [index[id(v)] for v in self.discriminator.trainable_variables]
-            new, new_slots = opt.stateless_apply(
-                [non_trainable[i] for i in slots], [grads[i] for i in disc],
-                [trainable[i] for i in disc],
-            )  # fmt: skip
-            for i, value in zip(disc, new):
-                trainable[i] = value
-            for i, value in zip(slots, new_slots):
-                non_trainable[i] = value
-        logs, metric_vars = self._jax_trackers(metric_vars, ops.shape(x)[0], loss, terms)
-        return logs, (trainable, non_trainable, opt_vars, metric_vars)
-
-    def _jax_test_step(self, state, data):
-        trainable, non_trainable, metric_vars = state
-        x = self.images_of(data)
-        pairs = [*zip(self.trainable_variables, trainable),
-                 *zip(self.non_trainable_variables, non_trainable)]  # fmt: skip
-        (loss, terms), _ = self._stateless(pairs, lambda: self.compute_terms(x, training=False))
-        logs, metric_vars = self._jax_trackers(metric_vars, ops.shape(x)[0], loss, terms)
-        return logs, (trainable, non_trainable, metric_vars)
-
-    def _jax_trackers(self, metric_vars, batch, loss, terms):
-        pairs = list(zip(self.metrics_variables, metric_vars))
-        logs, updates = self._stateless(pairs, lambda: self._update_trackers(batch, loss, terms))
-        return logs, [updates.get(id(v), val) for v, val in pairs]
 
     # ----------------------------------------------------------------- serialisation
     def get_config(self):

@@ -14,6 +14,7 @@ everything those modules share lives here, one short module per concern:
     hardware     CPU/GPU detection, the "auto" precision, the machine in words
     rundir       atomic writes, the run lock, checkpoints, history.csv
     callbacks    the training loop's Keras callbacks
+    steps        BetaVAE's training and test steps, one per backend (auxiliary nets included)
     sweep        the β × seed grid: its check, sweep.json, publishing, the local executor
     sweep_ray    the same grid as Ray Tune trials
     protocol     the one table of sample counts of the "study" and "quick" protocols

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # BetaVAE's constructor arguments, in the order of its get_config (and of saved model.keras files);
 # "encoder" came last, so positional calls and files saved before it are unaffected.
@@ -90,6 +90,14 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # 2018), DIP-VAE-I and -II (Kumar et al. 2018), FactorVAE (Kim & Mnih 2018). In each, --beta
 # weighs its disentangling term (the KL, the TC, λ_od of DIP, or FactorVAE's γ); capacity uses --gamma instead (README.md, "Objectives").
 OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii", "factorvae")
+# The terms (history.csv columns) an objective reports besides those of every objective
+# (BetaVAE.term_names; BetaVAE.compute_terms has their formulas).
+OBJECTIVE_TERMS = {
+    "tcvae": ("mi", "tc", "dimwise_kl"),
+    "dipvae_i": ("dip_offdiag", "dip_diag"),
+    "dipvae_ii": ("dip_offdiag", "dip_diag"),
+    "factorvae": ("tc", "discriminator_loss", "discriminator_accuracy"),
+}
 # DIP-VAE: λ_d = factor · λ_od (λ_od = --beta), the factors of disentanglement_lib's
 # unsupervised_study_v1 sweep (Locatello et al. 2019): 10 for DIP-VAE-I, 1 for DIP-VAE-II.
 DIP_LAMBDA_D_FACTOR = {"dipvae_i": 10.0, "dipvae_ii": 1.0}
@@ -141,6 +149,46 @@ TC_DATASET_SIZE = 589_824
 # 0.2, 2 logits; make_discriminator_optimizer: Adam lr 1e-4, β1 0.5, β2 0.9).
 FACTORVAE_DISCRIMINATOR = {"units": 1000, "depth": 6, "leak": 0.2}
 FACTORVAE_ADAM = {"learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9, "epsilon": 1e-8}
+
+
+@dataclass(frozen=True)
+class Auxiliary:
+    """A network an objective trains beside the VAE, on its own loss with its own optimiser
+    (``AUXILIARY_NETS``; the training steps, ``sbd_vae.steps``, know it in general).
+
+    name: the BetaVAE attribute that holds the network; its optimiser's state is the attribute
+        ``name + "_state"`` (an ``OptimizerState`` layer named ``name + "_optimizer"``). Saved
+        models and checkpoints name both, so a name never changes.
+    network: its Keras class (a ``Network``: import path and the BetaVAE arguments it takes);
+        ``kwargs``, its other constructor arguments. It reads the codes z (B, D): BetaVAE
+        builds it on a (1, latent_dim) batch.
+    loss: the term of ``BetaVAE.compute_terms`` that is its loss; it must reach only this
+        network's weights, and the VAE's loss must not reach them.
+    adam: its Adam's settings.
+    seeds: the SeedGenerators (BetaVAE attributes) its objective's loss draws from, created
+        after the network and its optimiser (the order of the model's variables).
+    """
+
+    name: str
+    network: Network
+    loss: str
+    adam: dict
+    kwargs: dict = field(default_factory=dict)
+    seeds: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> str:
+        """The BetaVAE attribute of its optimiser's state."""
+        return self.name + "_state"
+
+
+# The auxiliary networks of each objective (none for the others): one line each.
+AUXILIARY_NETS = {
+    "factorvae": (Auxiliary("discriminator", Network("variationAutoEncoder:Discriminator",
+                                                     ("latent_dim",)),
+                            loss="discriminator_loss", adam=FACTORVAE_ADAM,
+                            kwargs=FACTORVAE_DISCRIMINATOR, seeds=("permute_seed",)),),
+}  # fmt: skip
 
 
 def check_image_size(image_size: int) -> None:

@@ -1,39 +1,56 @@
-"""The GPU study: the paper model at 128² on a bare JAX GPU machine, packed for any CPU to score.
+"""The GPU study: a preset's β grid on a bare JAX GPU machine, packed for any CPU to score.
 
     KERAS_BACKEND=jax python scripts/gpu_study.py --data data/shapes.npz --out runs/gpu_study \
         --pack OUTDIR --budget_min 8
+    KERAS_BACKEND=jax python scripts/gpu_study.py --dataset dsprites --seeds 0 1 2 \
+        --out runs/gpu_dsprites --pack OUTDIR --budget_min 60   # no --data; full budget: docs/gpu.md
     KERAS_BACKEND=jax python scripts/gpu_study.py --smoke --data data/shapes.npz --out /tmp/s \
         --pack /tmp/s/pack      # the same script on a CPU, tiny model, seconds
 
 For a machine with Python, JAX (CUDA), numpy, scipy, scikit-learn, matplotlib, imageio, pandas
 and tqdm, and Keras installed from a folder of wheels (keras, optree, namex): no TensorFlow, no
-bpy, no Ray. It reads a rendered data/shapes.npz (render it on a CPU machine and carry it) and:
+bpy, no Ray. ``--dataset`` (``STUDIES``) picks what it trains:
 
-1. measures training img/s of the ``paper`` model at 128² for each batch size in --bench_batches
-   and each of float32 and mixed_bfloat16: the real step (warp on the device, inside the step;
-   ``training.training_stream``), timed after the XLA compile, which is reported on its own;
-2. trains the ``paper`` preset over the β grid (--betas: the seed's β = 1 and β = 102 first),
-   one run after another, each for the steps its share of --budget_min affords at the measured
-   rate. Runs checkpoint as they go (the run folders resume, as any run of training.py). The
-   budget is a hard deadline: a run still training when it passes is checkpointed at its next
-   logging step and stopped ("partial"), and the runs after it are skipped, so the packing
-   always happens before the machine is handed back;
+    shapes     (default) the ``paper`` preset at 128² on a rendered data/shapes.npz (render it
+               on a CPU machine and carry it); β grid 1, 16, 64, 102, 256 (the seed's β = 1 and
+               102 first); full budget: the preset's 100 000 steps
+    dsprites   the ``dsprites`` preset: disentanglement_lib's conv encoder and deconv decoder at
+               64² on dSprites-like (procedural) images, made on the host in the script (no
+               file: ``--data`` is refused); β grid 1, 4, 16 (Higgins et al. 2017 report 61.6 %
+               BetaVAE score at β = 1 and 99.2 % at β = 4); full budget: disentanglement_lib's
+               ``config.DLIB_STEPS`` (Locatello et al. 2019); 4 weight snapshots per run on a
+               doubling grid, for the scores over training
+
+It then:
+
+1. measures training img/s of the preset's model for each batch size in --bench_batches and
+   each of float32 and mixed_bfloat16: the real step (``training.training_stream``: shapes warp
+   on the device, inside the step; dSprites images from the host), timed after the XLA compile,
+   which is reported on its own;
+2. trains the preset over the β grid (--betas) × --seeds, one run after another, each for the
+   steps its share of --budget_min affords at the measured rate, at most the full budget. Every
+   run is labelled with the fraction of the full budget it reached (``fraction_of_full`` in
+   manifest.json and study.json). Runs checkpoint as they go (the run folders resume, as any run
+   of training.py). The budget is a hard deadline: a run still training when it passes is
+   checkpointed at its next logging step and stopped ("partial"), and the runs after it are
+   skipped, so the packing always happens before the machine is handed back;
 3. packs every finished run's model (without the optimizer state), config, summary, history and
    GIF, and the throughput table and figure, then each partial run's config, history and newest
-   checkpoint (unzipped, its folder resumes with ``training.py train``), into at most
-   --max_archives zip files of at most --archive_mib MiB each, in priority order (β = 1 and 102
-   first). What does not fit is listed in manifest.json, never silently dropped. study.json
-   (in the first archive) and manifest.json give every run's status: done, partial (with the
-   step reached), skipped or failed. manifest.json is written last and removed when packing
-   starts: **a pack folder without manifest.json is an interrupted pack**; each archive is
-   written under a temporary name and renamed, so no ``gpu_study_*.zip`` is ever partial.
+   checkpoint (unzipped, its folder resumes with ``training.py train``), then the finished runs'
+   weight snapshots, into at most --max_archives zip files of at most --archive_mib MiB each,
+   in priority order (shapes: β = 1 and 102 first). What does not fit is listed in
+   manifest.json, never silently dropped. study.json (in the first archive) and manifest.json
+   give every run's status: done, partial (with the step reached), skipped or failed.
+   manifest.json is written last and removed when packing starts: **a pack folder without
+   manifest.json is an interrupted pack**; each archive is written under a temporary name and
+   renamed, so no ``gpu_study_*.zip`` is ever partial.
 
 Score the archives later on any CPU (docs/gpu.md): unzip them into results/gpu_study/ and run
 ``python latentSpace.py report results/gpu_study --protocol study``.
 
-A budget-limited run is far from the paper preset's 100 000 steps: summary.json and the
-manifest record the steps reached, and the convergence table of the report says whether the KL
-curves still move. Nothing here decides what counts as converged.
+A budget-limited run is short of its full budget: summary.json and the manifest record the
+steps reached and the fraction of the full budget, and the convergence table of the report says
+whether the KL curves still move. Nothing here decides what counts as converged.
 """
 
 from __future__ import annotations
@@ -45,7 +62,7 @@ import re
 import sys
 import time
 import zipfile
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -53,21 +70,70 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from sbd_vae import datasets  # noqa: E402  (numpy only: no Keras before the backend is set)
+from sbd_vae.config import DLIB_STEPS, PRESETS  # noqa: E402
+
 PRECISIONS = ("float32", "mixed_bfloat16")
 SEED_BETAS = (1.0, 102.0)  # the seed repo's two figures: packed first
 # The smoke config: the paper model shrunk until a CPU runs every stage in seconds.
 SMOKE = dict(image_size=32, channels=8, hidden=32, latent_dim=6, log_every=5)
 
 
-def _paper(args, **overrides):
-    """The ``paper`` preset (``--smoke``: shrunk) on ``args.data`` with ``--batch_size`` when
-    given, then ``overrides``."""
+@dataclass(frozen=True)
+class Study:
+    """What the script trains for one ``--dataset``.
+
+    preset: the ``config.PRESETS`` entry trained (its dataset is the one named).
+    betas: the default β grid; ``first``: the β packed and trained first.
+    full_steps: the preset's full training budget, in steps: runs never plan more, and each is
+        labelled with the fraction of it reached.
+    smoke: ``--smoke``'s overrides: the preset shrunk until a CPU runs every stage in seconds.
+    snapshots: weight snapshots per run, on a doubling grid ending at its planned steps (for
+        the scores over training, ``latentSpace.py evaluate RUN --all-snapshots``); 0: none.
+    """
+
+    preset: str
+    betas: tuple[float, ...]
+    full_steps: int
+    smoke: dict = field(default_factory=dict)
+    first: tuple[float, ...] = ()
+    snapshots: int = 0
+
+
+# One line per dataset the script trains (a --dataset of the registry without one is refused).
+STUDIES = {
+    "shapes": Study("paper", betas=(1, 16, 64, 102, 256), full_steps=PRESETS["paper"].steps,
+                    smoke=SMOKE, first=SEED_BETAS),
+    # dlib_deconv renders 64² only: the smoke run keeps 64² and shrinks latents, batch and steps
+    "dsprites": Study("dsprites", betas=(1, 4, 16), full_steps=DLIB_STEPS,
+                      smoke=dict(latent_dim=4, batch_size=16, log_every=5), snapshots=4),
+}  # fmt: skip
+
+
+def study(args) -> Study:
+    return STUDIES[args.dataset]
+
+
+def _preset(args, **overrides):
+    """The study's preset (``--smoke``: shrunk) on --dataset (and --data where it reads one)
+    with ``--batch_size`` and ``--precision`` when given, then ``overrides``."""
     from sbd_vae.config import preset_config
 
-    base = dict(SMOKE if args.smoke else {})
+    base = dict(study(args).smoke if args.smoke else {})
+    if args.data is not None:
+        base["data_path"] = args.data
     if args.batch_size:
         base["batch_size"] = args.batch_size
-    return preset_config("paper", data_path=args.data, **{**base, **overrides})
+    if args.precision:
+        base["precision"] = args.precision
+    return preset_config(study(args).preset, **{**base, **overrides})
+
+
+def snapshot_grid(steps: int, n: int, log_every: int) -> tuple[int, ...]:
+    """``n`` steps on a doubling grid ending at ``steps`` (steps/2^(n-1), ..., steps/2, steps),
+    each rounded down to a multiple of ``log_every``; those that round to 0 are dropped."""
+    grid = {steps // 2**i // log_every * log_every for i in range(n)}
+    return tuple(sorted(s for s in grid if s > 0))
 
 
 # ----------------------------------------------------------------------------- 1. throughput
@@ -81,7 +147,7 @@ def throughput(args, data) -> list[dict]:
     rows = []
     grid = [(b, p) for b in args.bench_batches for p in PRECISIONS]
     for batch, precision in tqdm(grid, desc="throughput", unit="config"):
-        cfg = _paper(args, batch_size=batch, precision=precision, steps=10**6)
+        cfg = _preset(args, batch_size=batch, precision=precision, steps=10**6)
         keras.backend.clear_session()
         model = training.build_model(cfg)
         stream = training.training_stream(data, model, cfg, 0)
@@ -98,7 +164,7 @@ def throughput(args, data) -> list[dict]:
     return rows
 
 
-def throughput_figure(rows, path, machine: str) -> None:
+def throughput_figure(rows, path, machine: str, preset: str) -> None:
     from sbd_vae import plotting
 
     fig = plotting.figure(6, 3.4)
@@ -111,7 +177,7 @@ def throughput_figure(rows, path, machine: str) -> None:
         ax.bar([j + (i - 0.5) * width for j in range(len(batches))], ys, width, label=precision)
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
     ax.set_ylabel("training img/s")
-    ax.set_title(f"paper model, {rows[0]['image_size']}² — {machine}", fontsize=8)
+    ax.set_title(f"{preset} preset, {rows[0]['image_size']}² — {machine}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     plotting.save(fig, path, dpi=110)
@@ -120,12 +186,12 @@ def throughput_figure(rows, path, machine: str) -> None:
 # ----------------------------------------------------------------------------- 2. the β grid
 def plan_steps(args, rows, n_runs: int) -> tuple[dict, int]:
     """(throughput row of the chosen batch and precision, steps per run): each run gets an
-    equal share of --budget_min, less the compile time, at the measured rate; rounded down to
-    the log interval."""
+    equal share of --budget_min, less the compile time, at the measured rate, rounded down to
+    the log interval, and at most the study's full budget (``Study.full_steps``)."""
     from sbd_vae.hardware import resolve_precision
 
-    cfg = _paper(args)
-    precision = resolve_precision(args.precision)
+    cfg = _preset(args)
+    precision = resolve_precision(cfg.precision)
     row = next((r for r in rows if r["batch_size"] == cfg.batch_size
                 and r["precision"] == precision), None)  # fmt: skip
     if args.smoke:
@@ -137,6 +203,7 @@ def plan_steps(args, rows, n_runs: int) -> tuple[dict, int]:
         )
     share = args.budget_min * 60.0 / n_runs - row["compile_seconds"] - args.overhead_s
     steps = int(share * row["img_per_s"] / cfg.batch_size) // cfg.log_every * cfg.log_every
+    steps = min(steps, study(args).full_steps // cfg.log_every * cfg.log_every)
     if steps < cfg.log_every:
         raise SystemExit(
             f"gpu_study.py: --budget_min {args.budget_min} leaves {share:.0f} s per run for "
@@ -148,17 +215,20 @@ def plan_steps(args, rows, n_runs: int) -> tuple[dict, int]:
 def train_grid(args, data_rows) -> list[dict]:
     """Trains the β grid until the --budget_min deadline; one result dict per run, its status
     "done", "partial" (cut by the deadline at a checkpoint: ``steps`` of ``planned_steps``),
-    "skipped: budget spent" or "failed" (with ``error``)."""
+    "skipped: budget spent" or "failed" (with ``error``); a trained one also has
+    ``fraction_of_full``, its steps over the study's full budget (``Study.full_steps``)."""
     import keras
 
     import training
     from sbd_vae import rundir
     from sbd_vae.sweep import run_name
 
-    betas = sorted(args.betas, key=lambda b: (b not in SEED_BETAS, b))
+    plan = study(args)
+    betas = sorted(args.betas, key=lambda b: (b not in plan.first, b))
     runs = [(b, s) for b in betas for s in args.seeds]
     row, steps = plan_steps(args, data_rows, len(runs))
-    log_every = _paper(args).log_every
+    log_every = _preset(args).log_every
+    snapshots = snapshot_grid(steps, plan.snapshots, log_every)
     every = max(steps // 10 // log_every, 1) * log_every  # ~10 frames and checkpoints a run
     deadline = time.time() + args.budget_min * 60  # a hard one: the packing must still run
     results = []
@@ -167,8 +237,8 @@ def train_grid(args, data_rows) -> list[dict]:
         if time.time() >= deadline:
             results.append(dict(beta=beta, seed=seed, status="skipped: budget spent"))
             continue
-        cfg = _paper(args, beta=beta, seed=seed, steps=steps, precision=args.precision,
-                     checkpoint_every=every, frame_every=every)  # fmt: skip
+        cfg = _preset(args, beta=beta, seed=seed, steps=steps, checkpoint_every=every,
+                      frame_every=every, snapshot_steps=snapshots)  # fmt: skip
         cfg = _as_started(cfg, out)
         keras.backend.clear_session()
         try:
@@ -182,7 +252,9 @@ def train_grid(args, data_rows) -> list[dict]:
         done = summary["status"] == "done"
         results.append(dict(beta=beta, seed=seed, run=out.name,
                             status="done" if done else "partial", steps=summary["step"],
-                            planned_steps=cfg.steps, img_per_s=summary.get("img_per_s"),
+                            planned_steps=cfg.steps, full_steps=plan.full_steps,
+                            fraction_of_full=summary["step"] / plan.full_steps,
+                            img_per_s=summary.get("img_per_s"),
                             train_seconds=summary.get("train_seconds")))  # fmt: skip
     return results
 
@@ -264,16 +336,19 @@ PARTIAL_FILES = ("config.json", "history.csv", "training.gif")  # + the newest c
 
 
 def files_to_pack(args, results, work: Path) -> list[tuple[Path, str]]:
-    """Throughput first, then each finished run in grid order (β = 1 and 102 first), every
-    model saved without its optimizer state (``training.save_without_optimizer``); then each
-    partial run's ``PARTIAL_FILES`` and newest checkpoint, which lets it resume elsewhere (no
-    summary.json or model.keras: the report lists it as unfinished)."""
+    """Throughput first, then each finished run in grid order (shapes: β = 1 and 102 first),
+    every model saved without its optimizer state (``training.save_without_optimizer``); then
+    each partial run's ``PARTIAL_FILES`` and newest checkpoint, which lets it resume elsewhere
+    (no summary.json or model.keras: the report lists it as unfinished); last, the finished
+    runs' weight snapshots (snapshots/snap-<step>.npz: the scores over training), which are
+    worth the least and are the first left out when the archives are full."""
     import training
     from sbd_vae import rundir
 
     files = [(work / n, n) for n in ("throughput.json", "throughput.png", "study.json")]
     slim_dir = work / "slim"  # the optimizer-free copies of the models
     partial = []  # after every finished run: they are worth less
+    snapshots = []  # after the partial runs: the least
     for r in results:
         run = Path(args.out) / r.get("run", "")
         if r.get("status") == "partial":
@@ -291,21 +366,28 @@ def files_to_pack(args, results, work: Path) -> list[tuple[Path, str]]:
                 src = slim
             if src.exists():
                 files.append((src, f"{r['run']}/{name}"))
-    return files + partial
+        snapshots += [(path, f"{r['run']}/snapshots/{path.name}")
+                      for path in rundir.list_snapshots(run).values()]  # fmt: skip
+    return files + partial + snapshots
 
 
 # ----------------------------------------------------------------------------- main
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="data/shapes.npz", help="the rendered shapes (.npz)")
+    p.add_argument("--dataset", default="shapes", choices=list(datasets.DATASETS),
+                   help="what to train (STUDIES): shapes, the paper preset on --data; dsprites, "
+                   "the dsprites preset, procedural (no --data)")  # fmt: skip
+    p.add_argument("--data", default=None,
+                   help="the rendered shapes (.npz), --dataset shapes only; default data/shapes.npz")  # fmt: skip
     p.add_argument("--out", default="runs/gpu_study", help="run folders (resumable)")
     p.add_argument("--pack", required=True, help="folder for the archives and manifest.json")
     p.add_argument("--budget_min", type=float, default=8.0, help="training minutes, all runs")
-    p.add_argument("--betas", type=float, nargs="+", default=[1, 16, 64, 102, 256],
-                   help="β grid of the paper preset's runs (1 and 102 first)")  # fmt: skip
+    p.add_argument("--betas", type=float, nargs="+", default=None,
+                   help="β grid; default: the --dataset's (shapes 1 16 64 102 256, dsprites 1 4 16)")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per β")
-    p.add_argument("--batch_size", type=int, default=None, help="default: the paper preset's")
-    p.add_argument("--precision", default="auto", help="of the β runs (auto: bf16 on cc ≥ 8)")
+    p.add_argument("--batch_size", type=int, default=None, help="default: the preset's")
+    p.add_argument("--precision", default=None,
+                   help="of the β runs; default: the preset's (paper auto: bf16 on cc ≥ 8; dsprites float32)")  # fmt: skip
     p.add_argument("--bench_batches", type=int, nargs="+", default=[16, 64, 256],
                    help="batch sizes whose img/s is measured")  # fmt: skip
     p.add_argument("--bench_steps", type=int, default=200, help="timed steps per measurement")
@@ -320,6 +402,21 @@ def parse(argv):
     p.add_argument("--smoke", action="store_true", help="tiny model, a CPU, seconds")
     p.add_argument("--smoke_steps", type=int, default=20, help="steps per run with --smoke")
     args = p.parse_args(argv)
+    if args.dataset not in STUDIES:
+        p.error(
+            f"--dataset {args.dataset}: no study preset for it here; add its line to STUDIES "
+            f"in scripts/gpu_study.py, or pick one of {', '.join(STUDIES)}"
+        )
+    reads_file = "data_path" in datasets.entry(args.dataset).reads
+    if args.data is not None and not reads_file:
+        p.error(
+            f"--data {args.data}: --dataset {args.dataset} reads no file (its images are made "
+            "in the script): drop --data"
+        )
+    if args.data is None and reads_file:
+        args.data = "data/shapes.npz"
+    if args.betas is None:
+        args.betas = list(STUDIES[args.dataset].betas)
     if args.smoke:
         args.bench_batches, args.bench_steps = [8, 16], min(args.bench_steps, 5)
     problems = [f"--{k} must be > 0" for k in ("budget_min", "bench_steps", "max_archives",
@@ -331,15 +428,17 @@ def parse(argv):
 
 
 def load_data(args):
-    """The sampler of --data, or exit 2 with one line that names the file and its fix (a
-    missing file, a damaged one, or an .npz that is not a render of blender/render_shapes.py)."""
+    """The sampler of --dataset (and --data), or exit 2 with one line that names the file (or
+    the dataset) and its fix (a missing file, a damaged one, or an .npz that is not a render of
+    blender/render_shapes.py)."""
     from sbd_vae.renders import DatasetError
     from training import make_dataset
 
     try:
-        return make_dataset(_paper(args))
+        return make_dataset(_preset(args))
     except (OSError, DatasetError, ValueError) as e:
-        print(f"gpu_study.py: error: --data {args.data}: {e}", file=sys.stderr)
+        what = f"--data {args.data}" if args.data is not None else f"--dataset {args.dataset}"
+        print(f"gpu_study.py: error: {what}: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -360,16 +459,17 @@ def main(argv=None) -> dict:
     t0 = time.time()
     rows = throughput(args, data)
     rundir.write_json(work / "throughput.json", {"device": where, "rows": rows})
-    throughput_figure(rows, work / "throughput.png", where)
+    throughput_figure(rows, work / "throughput.png", where, study(args).preset)
     results = train_grid(args, rows)
-    study = dict(
+    record = dict(
         command=" ".join(sys.argv), device=where, devices=devices, cuda_cc=[
             list(c) for c in gpu_compute_capabilities()], versions=backend.versions(),
+        dataset=args.dataset, preset=study(args).preset, full_steps=study(args).full_steps,
         runs=results, throughput=rows,
         wall_seconds=time.time() - t0, smoke=args.smoke,
-        config=asdict(replace(_paper(args), beta=0.0)),
+        config=asdict(replace(_preset(args), beta=0.0)),
     )  # fmt: skip
-    rundir.write_json(work / "study.json", study)
+    rundir.write_json(work / "study.json", record)
     manifest = pack_and_index(files_to_pack(args, results, work), work, args.max_archives,
                               args.archive_mib, results)  # fmt: skip
     print(json.dumps({k: manifest[k] for k in ("archives", "left_out")}, indent=1))

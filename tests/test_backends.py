@@ -161,3 +161,53 @@ def test_gpu_study_smoke_under_jax_without_tensorflow(shapes_npz, tmp_path):
     for a in manifest["archives"]:
         assert (tmp_path / "pack" / a["archive"]).stat().st_size <= 2**20
     assert len(manifest["archives"]) <= 2
+
+
+def test_gpu_study_dsprites_smoke_under_jax_without_tensorflow(tmp_path):
+    """``--dataset dsprites``: no --data (procedural images), the dsprites preset at 64² with
+    disentanglement_lib's nets (the smoke run shrinks latents, batch and steps, not the image),
+    every run labelled with its fraction of DLIB_STEPS, snapshots on a doubling grid packed
+    last (the first left out when the archives are full), and a packed model that loads here
+    (TensorFlow) and decodes 64² images."""
+    import zipfile
+
+    import keras
+
+    import variationAutoEncoder  # noqa: F401  registers the classes
+    from sbd_vae.config import DLIB_STEPS
+
+    pack = tmp_path / "pack"
+    cmd = [sys.executable, str(REPO / "scripts" / "gpu_study.py"), "--smoke", "--dataset",
+           "dsprites", "--betas", "1", "4", "--out", str(tmp_path / "runs"), "--pack", str(pack),
+           "--archive_mib", "8"]  # fmt: skip
+    r = subprocess.run(cmd, env=jax_env(), capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-6000:]
+    manifest = json.loads((pack / "manifest.json").read_text())
+    runs = manifest["runs"]
+    assert [(x["run"], x["status"], x["steps"]) for x in runs] == [
+        ("beta1_seed0", "done", 20), ("beta4_seed0", "done", 20)]  # fmt: skip
+    assert all(x["full_steps"] == DLIB_STEPS for x in runs)
+    assert all(x["fraction_of_full"] == pytest.approx(20 / DLIB_STEPS, rel=1e-3) for x in runs)
+    cfg = json.loads((tmp_path / "runs" / "beta4_seed0" / "config.json").read_text())
+    assert (cfg["dataset"], cfg["preset"], cfg["image_size"], cfg["encoder"], cfg["decoder"]) == (
+        "dsprites", "dsprites", 64, "dlib_conv", "dlib_deconv")  # fmt: skip
+    assert cfg["snapshot_steps"] == [5, 10, 20] and cfg["backend"] == "jax"
+    study = json.loads((pack / "study.json").read_text())
+    assert (study["dataset"], study["full_steps"]) == ("dsprites", DLIB_STEPS)
+    rows = json.loads((pack / "throughput.json").read_text())["rows"]
+    assert {x["image_size"] for x in rows} == {64} and all(x["img_per_s"] > 0 for x in rows)
+    # every model is packed; what the 2 × 8 MiB archives could not hold is snapshots only
+    packed = {m for a in manifest["archives"] for m in a["members"]}
+    for run in ("beta1_seed0", "beta4_seed0"):
+        assert {f"{run}/{n}" for n in ("model.keras", "config.json", "summary.json")} <= packed
+    snaps = {f"{run}/snapshots/snap-{s:08d}.npz" for run in ("beta1_seed0", "beta4_seed0")
+             for s in (5, 10, 20)}  # fmt: skip
+    assert set(manifest["left_out"]) and set(manifest["left_out"]) | (packed & snaps) == snaps
+    for a in manifest["archives"]:
+        assert (pack / a["archive"]).stat().st_size <= 8 * 2**20
+    with zipfile.ZipFile(pack / manifest["archives"][0]["archive"]) as zf:
+        zf.extract("beta4_seed0/model.keras", tmp_path / "unzipped")
+    model = keras.saving.load_model(tmp_path / "unzipped" / "beta4_seed0" / "model.keras",
+                                    compile=False)  # fmt: skip
+    z = np.zeros((2, 4), "float32")
+    assert tuple(keras.ops.convert_to_numpy(model.decoder(z)).shape) == (2, 64, 64, 1)

@@ -282,6 +282,29 @@ def test_factorvae_each_network_learns_only_from_its_own_loss(batch):
     assert any(g is not None and np.abs(g).max() > 0 for g in g_tc)
 
 
+@pytest.mark.parametrize("frozen", ["vae", "discriminator"])
+def test_the_step_updates_each_network_with_its_own_optimiser_only(frozen, batch):
+    """One real training step (``sbd_vae.steps``, on the running backend) with one optimiser's
+    learning rate at 0: the networks of that optimiser stay bit for bit, the others move. The
+    step knows the discriminator only as an auxiliary net of the registry (``AUXILIARY_NETS``)."""
+    from sbd_vae import backend
+
+    model = _model("factorvae", beta=4.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=backend.is_jax())
+    model.optimizer.build(model.vae_variables())
+    (aux, net, disc_opt), = model.auxiliaries()  # fmt: skip
+    assert aux.name == "discriminator" and net is model.discriminator
+    zero = model.optimizer if frozen == "vae" else disc_opt
+    zero.learning_rate.assign(0.0)
+    disc_ids = {id(v) for v in net.trainable_variables}
+    before = {id(v): np.array(v) for v in model.trainable_variables}
+    model.fit(batch, batch_size=8, epochs=1, verbose=0)  # one step of 8
+    moved = {id(v) for v in model.trainable_variables if not np.array_equal(np.array(v),
+                                                                         before[id(v)])}  # fmt: skip
+    vae_ids = {id(v) for v in model.vae_variables()}
+    assert moved == (disc_ids if frozen == "vae" else vae_ids)
+
+
 def test_factorvae_discriminator_has_the_papers_optimizer_and_stays_out_of_the_vae_optimizer():
     model = _model("factorvae")
     opt = model.discriminator_state.get_optimizer()

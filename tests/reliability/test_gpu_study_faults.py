@@ -197,3 +197,29 @@ def test_bad_data_fails_before_the_devices_are_touched(bad, tmp_path, record):
         ok = True
     finally:
         record("GPU script: missing or non-dataset --data", ok)
+
+
+BAD_COMBOS = {
+    # --dataset dsprites makes its images in the script: a --data file would be silently unused
+    "dsprites with --data": (["--dataset", "dsprites", "--data", "some.npz"],
+                             ["--data some.npz", "--dataset dsprites", "drop --data"]),
+    "unknown --dataset": (["--dataset", "mnist"], ["--dataset", "'mnist'", "shapes", "dsprites"]),
+}  # fmt: skip
+
+
+@needs_jax
+@pytest.mark.parametrize("combo", list(BAD_COMBOS))
+def test_a_dataset_it_cannot_train_fails_before_anything_is_written(combo, tmp_path, record):
+    """``--dataset dsprites --data FILE`` (dsprites reads no file) and an unknown --dataset:
+    exit 2, one line naming the flags and the fix (or the choices), no traceback, and no pack
+    or run folder written."""
+    extra, needles = BAD_COMBOS[combo]
+    argv = [SCRIPT, "--smoke", "--out", tmp_path / "runs", "--pack", tmp_path / "pack", *extra]
+    ok = False
+    try:
+        res = run_cli(argv, env=JAX_ENV, timeout=SMOKE_S)
+        assert_clean_error(res, *needles)
+        assert not (tmp_path / "pack").exists() and not (tmp_path / "runs").exists()
+        ok = True
+    finally:
+        record("GPU script: a --dataset it cannot train, or --data with dsprites", ok)
