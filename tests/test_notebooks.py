@@ -7,7 +7,7 @@ import pytest
 
 import training
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # room for one retry (_execute)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,19 +20,36 @@ def sweep_dir(shapes_npz, tmp_path_factory):
     return out
 
 
+# A cell of these notebooks takes seconds (tens under load); a kernel that answers nothing for
+# this long has hung (once in a fresh-clone CI run: 900 s in vae_viz, which runs in 6 s alone).
+CELL_TIMEOUT_S = 300
+
+
 def _execute(notebook, tmp_path, **parameters):
+    """Runs ``notebook`` with papermill; a kernel that hangs or dies (not a cell that raises:
+    PapermillExecutionError is never retried) gets one fresh kernel and a second run."""
     import nbformat
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     out = tmp_path / notebook
-    papermill.execute_notebook(
-        str(REPO / notebook),
-        str(out),
-        parameters=parameters,
-        cwd=str(REPO),
-        kernel_name="python3",
-        progress_bar=False,
-    )  # raises PapermillExecutionError if any cell raises
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(
+                str(REPO / notebook),
+                str(out),
+                parameters=parameters,
+                cwd=str(REPO),
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=CELL_TIMEOUT_S,
+                start_timeout=120,
+            )  # raises PapermillExecutionError if any cell raises
+            break
+        except (TimeoutError, DeadKernelError) as e:
+            if attempt == 2:
+                raise
+            print(f"{notebook}: the kernel hung or died ({type(e).__name__}); one retry")
     return nbformat.read(out, as_version=4)
 
 
