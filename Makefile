@@ -53,15 +53,14 @@ study_wide: setup
 SEED128_RUNS   := runs/seed_128
 SEED128_STEPS  := 4000
 SEED128_SCORED := 1000 2000
+SEED128_SWEEP  := training.py sweep --preset paper --betas 1 102 --seeds 0 --steps $(SEED128_STEPS) \
+	--frame_every 200 --snapshot_steps 500 1000 2000 3000 4000 --out $(SEED128_RUNS)
 seed_128: setup
 	$(PY) blender/render_shapes.py --out $(DATA)
-	$(PY) training.py sweep --preset paper --betas 1 102 --seeds 0 --steps $(SEED128_STEPS) \
-		--frame_every 200 --snapshot_steps 500 1000 2000 3000 4000 --out $(SEED128_RUNS)
+	$(PY) $(SEED128_SWEEP)
 	for run in $(SEED128_RUNS)/beta*_seed0; do \
 		$(PY) latentSpace.py evaluate $$run --protocol study --steps $(SEED128_SCORED) || exit 1; done
-	$(PY) training.py sweep --preset paper --betas 1 102 --seeds 0 --steps $(SEED128_STEPS) \
-		--frame_every 200 --snapshot_steps 500 1000 2000 3000 4000 --out $(SEED128_RUNS) \
-		--publish results/seed_128
+	$(PY) $(SEED128_SWEEP) --publish results/seed_128
 	$(PY) latentSpace.py report results/seed_128 --protocol study
 	$(PY) scripts/training_budget.py results/seed_128/beta1_seed0 results/seed_128/beta102_seed0 \
 		--steps 500 1000 2000 3000 4000 --out results/seed_128

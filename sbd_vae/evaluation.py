@@ -193,6 +193,19 @@ def _split_scores(result: dict, protocol: str) -> tuple[dict, dict, dict]:
     return scores, counts, other
 
 
+def held_out_scores(model, sampler, n_eval: int, seed: int = 0) -> tuple[dict, np.ndarray,
+                                                                          np.ndarray]:  # fmt: skip
+    """(``reconstruction_error``, mean KL per latent (D,), Var_x of the posterior means (D,)) on
+    ``n_eval`` held-out grid images drawn with ``RandomState([seed, 1])``, a stream independent of
+    the metrics': the numbers metrics.json records as recon*, kl_per_latent and unit_activity."""
+    held_out = sampler.images_from_factors(
+        sampler.sample_factors(n_eval, np.random.RandomState([seed, 1]))
+    )  # (n_eval, S, S, 1)
+    rec = reconstruction_error(model, held_out)
+    kl = kl_per_latent(rec["mean"], rec["logvar"]).mean(axis=0)  # (D,)
+    return rec, kl, unit_activity(rec["mean"])
+
+
 def score_model(
     model, sampler, protocol="study", seed=0, progress=True, metric_options=None
 ) -> dict:
@@ -210,12 +223,7 @@ def score_model(
     t_metrics = time.perf_counter()
     scores, counts, other = _split_scores(result, protocol)
     n_eval = table["eval_samples"]
-    held_out = sampler.images_from_factors(
-        sampler.sample_factors(n_eval, np.random.RandomState([seed, 1]))
-    )  # (n_eval, S, S, 1): a stream independent of the metrics'
-    rec = reconstruction_error(model, held_out)
-    kl = kl_per_latent(rec["mean"], rec["logvar"]).mean(axis=0)  # (D,)
-    activity = unit_activity(rec["mean"])  # (D,) Var_x of the posterior means
+    rec, kl, activity = held_out_scores(model, sampler, n_eval, seed)
     return dict(scores=scores, counts=counts, other=other, rec=rec, kl=kl, activity=activity,
                 n_eval=n_eval, encoder_images=encode_fn.images, t_metrics=t_metrics)  # fmt: skip
 

@@ -136,16 +136,11 @@ def test_the_seed_experiment_at_128_is_committed():
 def test_a_committed_128_model_reconstructs_as_published():
     """The β = 102 model at 128² loads (bf16 policy and all) and gives its published
     reconstruction error and KL per latent on the same 2 000 held-out images."""
-    from sbd_vae.encoding import kl_per_latent
-    from sbd_vae.evaluation import reconstruction_error
+    from sbd_vae.evaluation import held_out_scores
 
     run = SEED128 / "beta102_seed0"
     m = json.loads((run / "metrics.json").read_text())
     model, cfg, sampler = ls.load_run(run)
-    held_out = sampler.images_from_factors(
-        sampler.sample_factors(m["recon_samples"], np.random.RandomState([m["seed"], 1]))
-    )  # the stream evaluation.score_model draws them from
-    rec = reconstruction_error(model, held_out)
+    rec, kl, _ = held_out_scores(model, sampler, m["recon_samples"], m["seed"])
     assert rec["recon"] == pytest.approx(m["recon"], rel=2e-3)
-    kl = kl_per_latent(rec["mean"], rec["logvar"]).mean(axis=0)
     np.testing.assert_allclose(kl, m["kl_per_latent"], rtol=0.02, atol=0.01)
