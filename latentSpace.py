@@ -263,9 +263,13 @@ def evaluate(run_dir, protocol="study", seed=0, progress=True, sampler=None, fig
     out = evaluation.score_run(run_dir, model, cfg, sampler, protocol, seed, progress, figures,
                                metric_options, t_load=t0)  # fmt: skip
     if model_at is not None:
-        out["snapshots"] = evaluation.score_snapshots(
-            run_dir, model_at, cfg, sampler, steps, protocol, seed, progress, metric_options
-        )
+        final, known = out.get("step"), {}
+        if final is not None and int(final) in map(int, steps):
+            if evaluation.same_weights(model, model_at(int(final))):  # the final weights
+                known[int(final)] = evaluation.record_of_final(out, cfg.batch_size)
+        out["snapshots"] = evaluation.score_snapshots(run_dir, model_at, cfg, sampler, steps,
+                                                      protocol, seed, progress, metric_options,
+                                                      known=known)  # fmt: skip
     return out
 
 

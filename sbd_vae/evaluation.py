@@ -351,8 +351,30 @@ def snapshot_record(core: dict, step: int, batch_size: int) -> dict:
     }
 
 
+def record_of_final(metrics: dict, batch_size: int) -> dict:
+    """``snapshot_record`` read back from a final model's metrics.json dict (``score_run``'s
+    return): the entry of a snapshot that holds the final weights, without scoring them again."""
+    keys = ("per_factor", "recon", "recon_excess", "kl_total", "kl_per_latent", "active_units",
+            "unit_activity")  # fmt: skip
+    step = int(metrics["step"])
+    return {
+        "step": step,
+        "images_seen": step * int(batch_size),
+        **{k: metrics[k] for k in metrics["metric_names"]},
+        **{k: metrics[k] for k in keys},
+    }
+
+
+def same_weights(a, b) -> bool:
+    """True when two models hold bit-identical weights (variable by variable, in order)."""
+    va, vb = a.weights, b.weights
+    return len(va) == len(vb) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(va, vb)
+    )
+
+
 def score_snapshots(run_dir, model_at, cfg, sampler, steps, protocol="study", seed=0,
-                    progress=True, metric_options=None) -> dict:  # fmt: skip
+                    progress=True, metric_options=None, known=None) -> dict:  # fmt: skip
     """Scores the run's weights at each of ``steps`` and keeps them in ``<run>/metrics.json``
     under "snapshots" (the final model's scores stay at the top level).
 
@@ -360,7 +382,10 @@ def score_snapshots(run_dir, model_at, cfg, sampler, steps, protocol="study", se
     run's snapshots/snap-<step>.npz into a model built from its config.json). Steps already scored
     with the same protocol, seed and options are kept, not recomputed, so a sweep's snapshots can
     be scored as its runs finish. The metric RNG is ``RandomState(seed)`` at every step: the
-    curve follows the weights, not a re-drawn sample. Returns the "snapshots" block."""
+    curve follows the weights, not a re-drawn sample. ``known``: {step: record} taken as they are
+    (``latentSpace.evaluate`` passes the final model's scores for the snapshot at the final step
+    when its weights are the final ones: the same weights, seed and protocol give the same
+    numbers, so scoring them twice would only cost minutes). Returns the "snapshots" block."""
     check_protocol(protocol)
     run_dir = Path(run_dir)
     block = _kept_snapshots(run_dir, protocol, seed, metric_options) or {
@@ -370,9 +395,13 @@ def score_snapshots(run_dir, model_at, cfg, sampler, steps, protocol="study", se
     from tqdm.auto import tqdm
 
     todo = [int(s) for s in steps if str(int(s)) not in block["steps"]]
+    known = {int(k): v for k, v in (known or {}).items()}
     for step in tqdm(todo, desc=f"snapshots {run_dir.name}", unit="snapshot", disable=not progress):
-        core = score_model(model_at(step), sampler, protocol, seed, False, metric_options)
-        block["steps"][str(step)] = snapshot_record(core, step, cfg.batch_size)
+        if step in known:
+            block["steps"][str(step)] = known[step]
+        else:
+            core = score_model(model_at(step), sampler, protocol, seed, False, metric_options)
+            block["steps"][str(step)] = snapshot_record(core, step, cfg.batch_size)
         block["steps"] = dict(sorted(block["steps"].items(), key=lambda kv: int(kv[0])))
         m = read_metrics(run_dir) or {}
         rundir.write_json(run_dir / "metrics.json", {**m, "snapshots": block} if m else

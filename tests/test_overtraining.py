@@ -10,7 +10,7 @@ import pytest
 
 import latentSpace
 import training
-from sbd_vae import overtraining, rundir
+from sbd_vae import evaluation, overtraining, rundir
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +47,37 @@ def test_the_last_snapshot_scores_equal_the_final_model_scores(scored_sweep):
     assert last["images_seen"] == 100 * 16
     # the weights did change between the snapshots, and so did their numbers
     assert m["snapshots"]["steps"]["40"]["recon"] != last["recon"]
+
+
+def test_the_final_step_snapshot_scored_afresh_gives_the_final_scores(scored_sweep):
+    """What lets evaluate take the final scores for the snapshot at the final step: the same
+    weights, protocol and seed give the same numbers when scored again."""
+    run = scored_sweep / "beta8_seed1"
+    m = latentSpace.read_metrics(run)
+    _, cfg, sampler = latentSpace.load_run(run)
+    core = evaluation.score_model(latentSpace.snapshot_model(run)(100), sampler, "quick", 0, False)
+    fresh = evaluation.snapshot_record(core, 100, cfg.batch_size)
+    for key in m["metric_names"]:
+        assert fresh[key] == m[key] or (math.isnan(fresh[key]) and math.isnan(m[key])), key
+    assert fresh["recon"] == m["recon"] and fresh["kl_per_latent"] == m["kl_per_latent"]
+    assert fresh["per_factor"] == m["per_factor"]
+
+
+def test_evaluate_scores_the_final_weights_once(scored_sweep, tmp_path, monkeypatch):
+    """evaluate --all-snapshots scores the final model and the step-40 snapshot, and takes the
+    final scores for the step-100 snapshot (it holds the final weights): 2 scorings, not 3."""
+    import shutil
+
+    run = tmp_path / "beta1_seed0"
+    shutil.copytree(scored_sweep / "beta1_seed0", run)
+    (run / "metrics.json").unlink()
+    calls, real = [], evaluation.score_model
+    monkeypatch.setattr(evaluation, "score_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = latentSpace.evaluate(run, protocol="quick", progress=False, figures=False,
+                             all_snapshots=True)  # fmt: skip
+    assert len(calls) == 2
+    assert m["snapshots"]["steps"]["100"] == evaluation.record_of_final(m, 16)
+    assert m["snapshots"]["steps"]["40"]["recon"] != m["recon"]
 
 
 def test_snapshot_weights_are_the_weights_at_that_step(scored_sweep, cfg):
