@@ -1,5 +1,6 @@
 """Both notebooks run headless (papermill) against a `test`-preset sweep trained in this session,
-and against a 128² run by their RUN_DIR parameter alone (no code change: issue 20, point 5)."""
+and against a 128² run and a dSprites-like run by their RUN_DIR parameter alone (no code change:
+issue 20, point 5; issue 19)."""
 
 from pathlib import Path
 
@@ -124,5 +125,37 @@ def test_both_notebooks_open_a_128px_run_by_parameter(run_128, tmp_path):
     widget = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # fmt: skip
     assert widget, "the latent explorer cell displayed no widget"
+    for name in ("traversals.png", "factor_response.png", "geometry.png", "kl.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0, name
+
+
+@pytest.fixture(scope="module")
+def run_dsprites(tmp_path_factory):
+    """A `test`-preset run on the dSprites-like data with disentanglement_lib's nets (64², 20
+    steps), scored with MIG only under the quick protocol, as run_128 is."""
+    import latentSpace as ls
+
+    out = tmp_path_factory.mktemp("nbdsprites") / "beta4_seed0"
+    cfg = training.preset_config("test", dataset="dsprites", image_size=64, encoder="dlib_conv",
+                                 decoder="dlib_deconv", likelihood="bernoulli", beta=4.0,
+                                 steps=20)  # fmt: skip
+    training.train(cfg, out, progress=False)
+    ls.evaluate(out, protocol="quick", progress=False, figures=False,
+                metric_options={"metrics": ["mig"]})  # fmt: skip
+    return out
+
+
+def test_both_notebooks_show_a_dsprites_run_by_parameter(run_dsprites, tmp_path):
+    """Issue 19: the notebooks show a run of another dataset by RUN_DIR alone; its factor names
+    (orientation, circular), its display name and the dlib nets reach the figures and the text."""
+    nb = _execute("vae_viz.ipynb", tmp_path, RUN_DIR=str(run_dsprites), SWEEP_DIR=None,
+                  REFRESHES=1, REFRESH_SECONDS=0)  # fmt: skip
+    assert _has_image(nb)
+    nb = _execute("latent_space.ipynb", tmp_path, RUN_DIR=str(run_dsprites), SWEEP_DIR=None,
+                  PROTOCOL="quick", OUT=str(tmp_path / "fig"))  # fmt: skip
+    assert _has_image(nb)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))  # fmt: skip
+    assert "dSprites-like (procedural)" in text and "image=64²" in text, text[:2000]
     for name in ("traversals.png", "factor_response.png", "geometry.png", "kl.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 0, name
