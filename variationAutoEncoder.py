@@ -418,6 +418,54 @@ def factorvae_terms(discriminator, permute_seed, z) -> dict:
     return {"tc": tc, "discriminator_loss": disc_loss, "discriminator_accuracy": accuracy}
 
 
+# ----------------------------------------------------------------------------- objectives
+# --objective → its loss: f(vae, recon, kl, cap, z, mean, logvar) → (loss, its own terms).
+# recon, kl, cap (C(t)): batch-mean scalars; z (B, D) in the compute dtype; mean, logvar (B, D)
+# float32. Its own terms are hparams.OBJECTIVE_TERMS[name]. A new objective is a function here,
+# its line in OBJECTIVE_LOSSES, and its name in hparams.OBJECTIVES (a test checks they agree).
+def beta_vae_loss(vae, recon, kl, cap, z, mean, logvar):
+    """β-VAE (Higgins et al. 2017): recon + β · KL."""
+    return recon + vae.beta * kl, {}
+
+
+def capacity_loss(vae, recon, kl, cap, z, mean, logvar):
+    """Controlled capacity (Burgess et al. 2018, Eq. 8): recon + γ · |KL − C(t)|."""
+    return recon + vae.gamma * ops.abs(kl - cap), {}
+
+
+def tcvae_loss(vae, recon, kl, cap, z, mean, logvar):
+    """β-TCVAE (Chen et al. 2018, Eq. 4): recon + MI + β · TC + dim-wise KL (``tc_decomposition``
+    with the run's estimator and N = ``tc_dataset_size``). At β = 1 the ELBO, one-sample KL."""
+    parts = tc_decomposition(ops.cast(z, "float32"), mean, logvar,
+                             vae.tc_dataset_size, vae.tc_estimator)  # fmt: skip
+    return recon + parts["mi"] + vae.beta * parts["tc"] + parts["dimwise_kl"], parts
+
+
+def dipvae_loss(vae, recon, kl, cap, z, mean, logvar):
+    """DIP-VAE-I/II (Kumar et al. 2018, Eq. 6 and 7): recon + KL + λ_od · Σ_{i≠j} C_ij²
+    + λ_d · Σ_i (C_ii − 1)², λ_od = β, λ_d = ``DIP_LAMBDA_D_FACTOR`` · β."""
+    off, diag = dip_penalties(dip_covariance(mean, logvar, vae.objective[len("dipvae_") :]))
+    lambda_d = DIP_LAMBDA_D_FACTOR[vae.objective] * vae.beta
+    return recon + kl + vae.beta * off + lambda_d * diag, {"dip_offdiag": off, "dip_diag": diag}
+
+
+def factorvae_loss(vae, recon, kl, cap, z, mean, logvar):
+    """FactorVAE (Kim & Mnih 2018, Eq. 2): recon + KL + γ · TC by the discriminator
+    (``factorvae_terms``), γ = β."""
+    parts = factorvae_terms(vae.discriminator, vae.permute_seed, ops.cast(z, "float32"))
+    return recon + kl + vae.beta * parts["tc"], parts
+
+
+OBJECTIVE_LOSSES = {
+    "beta": beta_vae_loss,
+    "capacity": capacity_loss,
+    "tcvae": tcvae_loss,
+    "dipvae_i": dipvae_loss,
+    "dipvae_ii": dipvae_loss,
+    "factorvae": factorvae_loss,
+}
+
+
 @keras.saving.register_keras_serializable(package=PKG)
 class Discriminator(keras.Model):
     """FactorVAE's discriminator (Kim & Mnih 2018, "Disentangling by factorising", ICML):
@@ -648,16 +696,9 @@ class BetaVAE(keras.Model):
         """(loss, terms): the scalar loss (batch mean) and a dict of every ``term_names()`` term.
 
         ``terms`` holds recon and kl (batch means), ``kl_i`` (batch-mean KL of latent i),
-        ``capacity`` (C(t); 0 unless the capacity objective) and the objective's own terms:
-        - beta:      recon + β · KL
-        - capacity:  recon + γ · |KL − C(t)|
-        - tcvae:     recon + MI + β · TC + dim-wise KL (``tc_decomposition``; terms mi, tc,
-                     dimwise_kl; ``tc_estimator``, N = ``tc_dataset_size``). At β = 1 it is
-                     the ELBO with a one-sample KL.
-        - dipvae_i/ii: recon + KL + λ_od · Σ_{i≠j} C_ij² + λ_d · Σ_i (C_ii − 1)², λ_od = β,
-                     λ_d = ``DIP_LAMBDA_D_FACTOR`` · β (terms dip_offdiag, dip_diag, unweighted).
-        - factorvae: recon + KL + β · TC by the discriminator (``factorvae_terms``; terms tc,
-                     discriminator_loss, discriminator_accuracy).
+        ``capacity`` (C(t); 0 unless the capacity objective) and the objective's own terms
+        (``hparams.OBJECTIVE_TERMS``). The loss is ``OBJECTIVE_LOSSES[objective]``'s: β-VAE,
+        capacity, β-TCVAE, DIP-VAE-I/II, FactorVAE, each function with its formula and paper.
         The batch statistics (TC, the DIP covariance, FactorVAE's permutation) are over the local
         batch under tf.distribute.
         """
@@ -674,26 +715,8 @@ class BetaVAE(keras.Model):
         cap = self.capacity(step)
         terms = {"reconstruction": recon, "kl": kl, "capacity": cap}
         terms.update({f"kl_{i}": kl_dims[i] for i in range(self.latent_dim)})
-        if self.objective == "beta":
-            loss = recon + self.beta * kl
-        elif self.objective == "capacity":
-            loss = recon + self.gamma * ops.abs(kl - cap)
-        elif self.objective == "tcvae":
-            parts = tc_decomposition(ops.cast(z, "float32"), mean, logvar,
-                                     self.tc_dataset_size, self.tc_estimator)  # fmt: skip
-            loss = recon + parts["mi"] + self.beta * parts["tc"] + parts["dimwise_kl"]
-            terms.update(parts)
-        elif self.objective == "factorvae":
-            parts = factorvae_terms(self.discriminator, self.permute_seed, ops.cast(z, "float32"))
-            loss = recon + kl + self.beta * parts["tc"]
-            terms.update(parts)
-        else:  # dipvae_i, dipvae_ii
-            off, diag = dip_penalties(
-                dip_covariance(mean, logvar, self.objective[len("dipvae_") :])
-            )
-            lambda_d = DIP_LAMBDA_D_FACTOR[self.objective] * self.beta
-            loss = recon + kl + self.beta * off + lambda_d * diag
-            terms.update(dip_offdiag=off, dip_diag=diag)
+        loss, own = OBJECTIVE_LOSSES[self.objective](self, recon, kl, cap, z, mean, logvar)
+        terms.update(own)
         return loss, terms
 
     def auxiliary_loss(self, terms):

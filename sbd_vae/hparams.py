@@ -91,7 +91,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # weighs its disentangling term (the KL, the TC, λ_od of DIP, or FactorVAE's γ); capacity uses --gamma instead (README.md, "Objectives").
 OBJECTIVES = ("beta", "capacity", "tcvae", "dipvae_i", "dipvae_ii", "factorvae")
 # The terms (history.csv columns) an objective reports besides those of every objective
-# (BetaVAE.term_names; BetaVAE.compute_terms has their formulas).
+# (BetaVAE.term_names; variationAutoEncoder.OBJECTIVE_LOSSES has their formulas).
 OBJECTIVE_TERMS = {
     "tcvae": ("mi", "tc", "dimwise_kl"),
     "dipvae_i": ("dip_offdiag", "dip_diag"),

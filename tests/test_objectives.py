@@ -13,7 +13,7 @@ from keras import ops
 
 import training
 import variationAutoEncoder as V
-from sbd_vae import rundir
+from sbd_vae import hparams, rundir
 from sbd_vae.sweep import run_name, sweep_index
 
 NEW = ("tcvae", "dipvae_i", "dipvae_ii")
@@ -131,6 +131,13 @@ def _model(objective, beta=4.0):
     keras.utils.set_random_seed(0)
     return V.build_vae(image_size=32, latent_dim=4, channels=8, hidden=16, objective=objective,
                        beta=beta, seed=0)  # fmt: skip
+
+
+def test_every_objective_has_one_loss_and_its_terms():
+    """One registry line per objective: the CLI's names (hparams.OBJECTIVES) and the losses
+    (variationAutoEncoder.OBJECTIVE_LOSSES) agree, and each loss returns its declared terms."""
+    assert list(V.OBJECTIVE_LOSSES) == list(hparams.OBJECTIVES)
+    assert set(hparams.OBJECTIVE_TERMS) <= set(hparams.OBJECTIVES)
 
 
 def test_beta_vae_terms_are_unchanged():
