@@ -327,8 +327,9 @@ def load_config(run_dir) -> TrainConfig:
         raise rundir.RunDirError(f"{path}: run config is invalid ({e}).") from None
 
 
-def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
+def check_or_write_config(cfg: TrainConfig, out: Path, write: bool = True) -> TrainConfig:
     """config.json is written before step 1; a resume with another config is refused.
+    ``write=False`` only checks (a sweep adopting a run that is already finished).
 
     ``--precision auto`` is resolved first, so config.json records the policy the run uses. A
     resume with "auto" keeps the run's recorded policy: "auto" asks for no particular one, and
@@ -370,7 +371,8 @@ def check_or_write_config(cfg: TrainConfig, out: Path) -> TrainConfig:
                 + "\n".join(diff)
                 + f"\nRe-run with the original values, use another --out, or pass --fresh to discard {out}."
             )
-    rundir.write_json(path, new)
+    if write:
+        rundir.write_json(path, new)
     return cfg
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from . import rundir
-from .config import TrainConfig
+from .config import TrainConfig, check_or_write_config
 from .hparams import OBJECTIVES
 
 # What a results folder keeps of a finished run: enough to evaluate, plot and resume nothing.
@@ -209,13 +209,19 @@ def local_sweep(
                 publish_run(out / entry["name"], published / entry["name"], save_model)
             entry["status"] = "done"
             continue
+        cfg = replace(base, objective=entry["objective"], beta=entry["beta"], seed=entry["seed"])
         if entry["status"] == "done" and not fresh:
+            try:  # adopted only if it is this grid's experiment: the check a resume makes
+                check_or_write_config(cfg, out / entry["name"], write=False)
+            except (rundir.RunDirError, ValueError) as e:
+                entry.update(status="failed", error=f"finished, but not this grid's run: {e}")
+                print(f"[sweep] {entry['name']}: {entry['error']}", file=sys.stderr)
+                continue
             if published is not None:
                 publish_run(out / entry["name"], published / entry["name"], save_model)
             continue
         entry["status"] = "running"
         rundir.write_json(out / "sweep.json", index)
-        cfg = replace(base, objective=entry["objective"], beta=entry["beta"], seed=entry["seed"])
         try:
             summary = train_fn(cfg, out / entry["name"], fresh=fresh, progress=progress)
             entry.update(

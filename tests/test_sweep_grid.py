@@ -2,9 +2,11 @@
 that another sweep process into the same folder is training) are listed, never trained here."""
 
 import json
+from dataclasses import replace
 
 import training
 from sbd_vae import rundir
+from sbd_vae.config import check_or_write_config
 from sbd_vae.sweep import grid_names, local_sweep
 
 
@@ -64,3 +66,24 @@ def test_a_grid_trained_before_the_sweep_gets_its_index(tmp_path):
     runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
     assert [(r["name"], r["status"]) for r in runs] == [("beta1_seed0", "done"),
                                                         ("beta4_seed0", "done")]  # fmt: skip
+
+
+def test_a_finished_run_with_other_flags_is_not_adopted(tmp_path):
+    """A run finished in the sweep's folder with another config (here --lr) is the wrong
+    experiment: the sweep lists it as failed, naming the field (so it is neither published nor
+    reported as the grid's), and does not retrain or rewrite it; a finished run with the grid's
+    config is adopted."""
+    base = training.preset_config("test")
+    for beta, lr in ((1, base.lr), (4, base.lr * 10)):
+        run = tmp_path / "sw" / f"beta{beta}_seed0"
+        _fake_train([])(base, run)
+        cfg = replace(base, beta=float(beta), lr=lr)
+        check_or_write_config(cfg, run)
+    before = (tmp_path / "sw" / "beta4_seed0" / "config.json").read_bytes()
+    seen = []
+    index = local_sweep(base, [1, 4], [0], tmp_path / "sw", train_fn=_fake_train(seen),
+                        progress=False)  # fmt: skip
+    status = {r["name"]: r for r in index["runs"]}
+    assert seen == [] and status["beta1_seed0"]["status"] == "done"
+    assert status["beta4_seed0"]["status"] == "failed" and "lr" in status["beta4_seed0"]["error"]
+    assert (tmp_path / "sw" / "beta4_seed0" / "config.json").read_bytes() == before
