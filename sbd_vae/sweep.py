@@ -69,6 +69,16 @@ def finished_at(run_dir: Path) -> int:
         return 0
 
 
+def final_losses(run_dir: Path) -> dict:
+    """loss, recon and kl of a finished run, from its summary.json ({} where unreadable): the
+    numbers the sweep table shows for a run this sweep process did not train itself."""
+    try:
+        summary = rundir.read_json(run_dir / "summary.json", "run summary")
+    except (rundir.RunDirError, OSError, ValueError):
+        return {}
+    return {k: summary[k] for k in ("loss", "recon", "kl") if isinstance(summary.get(k), float)}
+
+
 def grid_names(base: TrainConfig, betas, seeds, objectives=None) -> set[str]:
     """The run names of this grid: what a sweep trains. ``sweep.json`` also lists the runs of an
     earlier, wider grid in the same folder; those are kept in the index but never trained here
@@ -94,6 +104,8 @@ def sweep_index(base: TrainConfig, betas, seeds, out: Path, objectives=None) -> 
                 entry["objective"] = objective
                 entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
                 entry["status"] = "done" if done else "pending"
+                if done and entry.get("loss") is None:  # finished by another process or command
+                    entry.update(final_losses(out / name))
                 runs.append(entry)
     names = {r["name"] for r in runs}
     runs += [r for n, r in old.items() if n not in names]  # keep runs of an earlier, wider grid

@@ -14,7 +14,8 @@ def _fake_train(seen):
     def train(cfg, out, fresh=False, progress=True):
         seen.append(out.name)
         out.mkdir(parents=True, exist_ok=True)
-        rundir.write_json(out / "summary.json", {"step": cfg.steps})
+        rundir.write_json(out / "summary.json", {"step": cfg.steps, "loss": 1.0, "recon": 1.0,
+                                                 "kl": 0.0})  # fmt: skip
         return {"loss": 1.0, "recon": 1.0, "kl": 0.0}
 
     return train
@@ -66,6 +67,8 @@ def test_a_grid_trained_before_the_sweep_gets_its_index(tmp_path):
     runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
     assert [(r["name"], r["status"]) for r in runs] == [("beta1_seed0", "done"),
                                                         ("beta4_seed0", "done")]  # fmt: skip
+    # the sweep table shows their losses, read from each run's summary.json
+    assert [(r["loss"], r["recon"], r["kl"]) for r in runs] == [(1.0, 1.0, 0.0)] * 2
 
 
 def test_a_finished_run_with_other_flags_is_not_adopted(tmp_path):
