@@ -61,22 +61,23 @@ def check_grid(base: TrainConfig, betas, seeds, objectives=None) -> TrainConfig:
     return base
 
 
-def finished_at(run_dir: Path) -> int:
-    """The step a run's summary.json says it finished at; 0 when unfinished or unreadable."""
-    try:
-        return int(rundir.read_json(run_dir / "summary.json", "run summary").get("step") or 0)
-    except (rundir.RunDirError, OSError, ValueError, AttributeError):
-        return 0
-
-
-def final_losses(run_dir: Path) -> dict:
-    """loss, recon and kl of a finished run, from its summary.json ({} where unreadable): the
-    numbers the sweep table shows for a run this sweep process did not train itself."""
+def run_summary(run_dir: Path) -> dict:
+    """A run's summary.json (written when it finishes); {} when unfinished or unreadable."""
     try:
         summary = rundir.read_json(run_dir / "summary.json", "run summary")
     except (rundir.RunDirError, OSError, ValueError):
         return {}
-    return {k: summary[k] for k in ("loss", "recon", "kl") if isinstance(summary.get(k), float)}
+    return summary if isinstance(summary, dict) else {}
+
+
+def finished_at(run_dir: Path, summary: dict | None = None) -> int:
+    """The step a run's summary.json (or ``summary``, already read) says it finished at; 0 when
+    unfinished or unreadable."""
+    summary = run_summary(run_dir) if summary is None else summary
+    try:
+        return int(summary.get("step") or 0)
+    except ValueError:
+        return 0
 
 
 def grid_names(base: TrainConfig, betas, seeds, objectives=None) -> set[str]:
@@ -99,13 +100,16 @@ def sweep_index(base: TrainConfig, betas, seeds, out: Path, objectives=None) -> 
         for objective in grid_objectives(base, objectives):
             for beta in betas:
                 name = run_name(beta, seed, objective)
-                done = finished_at(out / name) >= base.steps
+                summary = run_summary(out / name)
+                done = finished_at(out / name, summary) >= base.steps
                 entry = {**old.get(name, {}), "name": name, "beta": float(beta), "seed": int(seed)}
                 entry["objective"] = objective
                 entry["beta_norm"] = replace(base, beta=float(beta)).beta_norm
                 entry["status"] = "done" if done else "pending"
                 if done and entry.get("loss") is None:  # finished by another process or command
-                    entry.update(final_losses(out / name))
+                    # the numbers the sweep table shows, for a run this process did not train
+                    entry.update({k: summary[k] for k in ("loss", "recon", "kl")
+                                  if isinstance(summary.get(k), float)})  # fmt: skip
                 runs.append(entry)
     names = {r["name"] for r in runs}
     runs += [r for n, r in old.items() if n not in names]  # keep runs of an earlier, wider grid

@@ -61,6 +61,10 @@ def test_the_final_step_snapshot_scored_afresh_gives_the_final_scores(scored_swe
         assert fresh[key] == m[key] or (math.isnan(fresh[key]) and math.isnan(m[key])), key
     assert fresh["recon"] == m["recon"] and fresh["kl_per_latent"] == m["kl_per_latent"]
     assert fresh["per_factor"] == m["per_factor"]
+    # and the record evaluate takes instead is that record, field for field (NaN included)
+    assert json.dumps(evaluation.record_of_final(m, cfg.batch_size), sort_keys=True) == json.dumps(
+        fresh, sort_keys=True
+    )
 
 
 def test_evaluate_scores_the_final_weights_once(scored_sweep, tmp_path, monkeypatch):
